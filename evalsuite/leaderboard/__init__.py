@@ -1,0 +1,290 @@
+"""Leaderboard: gather complete runs into a long table, pivot it to a wide one, write Markdown, CSV and JSON.
+
+Only complete run folders are read (``find_runs`` skips ``*.partial``). When several runs hold the same
+(model, adapter, setting, prompt variant, task), the newest by ``created`` wins. Means over tasks are
+unweighted; their 95% intervals combine the per-task intervals as if the tasks were independent.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+
+from evalsuite.errors import EvalsuiteError
+from evalsuite.results import atomic_write_text, find_runs, read_run
+
+__all__ = ["CATEGORIES", "DEFINITIONS", "gather", "leaderboard_table", "build_leaderboard", "render_markdown"]
+
+CATEGORIES = ("logical", "commonsense", "semantic_matching")
+Z = 1.96
+ROW_KEY = ["model", "adapter", "setting", "variant"]
+KEY = ROW_KEY + ["task"]
+LONG_COLUMNS = [
+    "model", "engine", "adapter", "mode", "shots", "setting", "variant", "task", "category", "metric",
+    "value", "low", "high", "n", "run_id", "created", "data_hash", "dtype", "definition",
+]
+DEFINITIONS = {
+    "cell": "A task cell shows the task's main metric as value [low, high]: the point estimate and its 95% "
+    "interval as stored in results.json; n is the number of documents scored.",
+    "category_mean": "Unweighted mean of the row's task main-metric values in that category. 95% interval: "
+    "mean ± 1.96·sqrt(Σ se_i²)/k with se_i = (high_i − low_i)/(2·1.96), the k tasks treated as independent.",
+    "overall": "Unweighted mean of all tasks the row has, with its 95% interval computed the same way.",
+    "missing": "A task the row has no result for is shown as —; the row's means are then over the k tasks it "
+    "has, out of the K tasks in the table, and flagged with * (mean over k of K tasks).",
+    "duplicates": "When several runs hold the same model, adapter, setting, prompt and task, only the newest "
+    "(by created) is kept.",
+}
+
+
+def _setting(mode: str | None, shots: int | None) -> str:
+    """'zero-shot', '5-shot' or 'fine-tuned' from a run's mode and shots."""
+    if mode == "few-shot" or (mode is None and shots):
+        return f"{shots}-shot"
+    return str(mode or "zero-shot")
+
+
+def _float(x: Any) -> float:
+    return float("nan") if x is None else float(x)
+
+
+def _rows(folder: Path) -> list[dict[str, Any]]:
+    """Long-table rows of one run folder."""
+    record = read_run(folder)
+    try:
+        cfg, described = record.get("config") or {}, record.get("model") or {}
+        common = {
+            "model": str(cfg["model"]), "engine": cfg.get("engine") or described.get("engine"),
+            "adapter": cfg.get("adapter") or "", "mode": cfg.get("mode"), "shots": int(cfg.get("shots") or 0),
+            "setting": _setting(cfg.get("mode"), cfg.get("shots")), "run_id": record["run_id"],
+            "created": record["created"], "dtype": described.get("dtype") or cfg.get("dtype"),
+        }
+        rows = []
+        for ev in record.get("evaluations") or []:
+            metric = ev["main_metric"]
+            m = ev["metrics"][metric]
+            rows.append({
+                **common, "variant": ev["variant"], "task": ev["task"], "category": ev.get("category") or "",
+                "metric": metric, "value": _float(m.get("value")), "low": _float(m.get("low")),
+                "high": _float(m.get("high")), "n": int(ev.get("n") or 0),
+                "data_hash": (ev.get("hashes") or {}).get("data"), "definition": m.get("definition") or "",
+            })
+        return rows
+    except (KeyError, TypeError, ValueError) as exc:
+        raise EvalsuiteError(f"{Path(folder) / 'results.json'}: missing or malformed field ({exc!r})") from None
+
+
+def gather(run_dirs: Sequence[Path]) -> pd.DataFrame:
+    """Long table, one row per run × evaluation, newest run winning per (model, adapter, setting, variant, task).
+
+    ``run_dirs`` may be run folders or folders holding them. ``attrs['superseded']`` counts the rows dropped
+    as older duplicates; ``attrs['notes']`` says which runs they came from.
+    """
+    rows = [row for folder in find_runs(run_dirs) for row in _rows(folder)]
+    long = pd.DataFrame(rows, columns=LONG_COLUMNS)
+    if long.empty:
+        long.attrs.update(superseded=0, notes=[])
+        return long
+    when = pd.to_datetime(long["created"], utc=True, errors="coerce", format="ISO8601")
+    long = long.assign(_when=when).sort_values(["_when", "run_id"], kind="mergesort", na_position="first")
+    older = long.duplicated(KEY, keep="last")
+    notes = [
+        f"run {run_id}: {count} result(s) superseded by a newer run of the same model, setting, prompt and task"
+        for run_id, count in long[older].groupby("run_id").size().items()
+    ]
+    long = long[~older].drop(columns="_when").sort_values(KEY + ["run_id"], kind="mergesort").reset_index(drop=True)
+    long.attrs.update(superseded=int(older.sum()), notes=notes)
+    return long
+
+
+def _combine(values: list[float], lows: list[float], highs: list[float]) -> tuple[float, float, float]:
+    """Unweighted mean and its 95% interval: mean ± 1.96·sqrt(Σ se_i²)/k, se_i = (high_i − low_i)/(2·1.96)."""
+    k = len(values)
+    if k == 0:
+        return (math.nan,) * 3
+    mean = math.fsum(values) / k
+    half = Z * math.sqrt(math.fsum(((h - lo) / (2 * Z)) ** 2 for lo, h in zip(lows, highs))) / k
+    return mean, mean - half, mean + half
+
+
+def _tasks(long: pd.DataFrame) -> list[dict[str, str]]:
+    """Tasks in column order (category order, then name), each with its category and main metric(s)."""
+    info = []
+    for task, group in long.groupby("task", sort=True):
+        info.append({"task": str(task), "category": str(group["category"].mode().sort_values().iloc[0]),
+                     "metric": "/".join(sorted(set(group["metric"])))})
+    rank = {c: i for i, c in enumerate(CATEGORIES)}
+    return sorted(info, key=lambda t: (rank.get(t["category"], len(rank)), t["category"], t["task"]))
+
+
+def leaderboard_table(long: pd.DataFrame) -> pd.DataFrame:
+    """Wide table: a row per model × adapter × setting × prompt; overall, category means, task value/low/high/n.
+
+    Columns: ``overall``/``__low``/``__high``/``__k``, ``<category>__mean``/``__low``/``__high``/``__k``,
+    ``<task>__value``/``__low``/``__high``/``__n``. Sorted by overall descending, then model, setting, prompt.
+    ``attrs``: ``tasks`` (task, category, metric in column order), ``categories`` ({category: [tasks]}),
+    ``superseded`` and ``notes``.
+    """
+    tasks = _tasks(long)
+    cats = {c: [t["task"] for t in tasks if t["category"] == c] for c in dict.fromkeys(t["category"] for t in tasks)}
+    clash = {t["task"] for t in tasks} & (set(cats) | {"overall"})
+    if clash:
+        raise EvalsuiteError(f"task name(s) {sorted(clash)} clash with a category name or 'overall'")
+    records = []
+    for key, group in long.groupby(ROW_KEY, sort=True):
+        row: dict[str, Any] = dict(zip(["model", "adapter", "setting", "prompt"], key))
+        have = group.set_index("task")
+        have = have[have["value"].notna()]
+        scopes = {"overall": [t["task"] for t in tasks], **{f"{c}__mean": ts for c, ts in cats.items()}}
+        for name, scope in scopes.items():
+            part = have.loc[[t for t in scope if t in have.index]]
+            base = name.removesuffix("__mean")
+            row[name], row[f"{base}__low"], row[f"{base}__high"] = _combine(
+                list(part["value"]), list(part["low"]), list(part["high"]))
+            row[f"{base}__k"] = len(part)
+        by_task = group.set_index("task")
+        for t in tasks:
+            name = t["task"]
+            hit = by_task.loc[name] if name in by_task.index else None
+            for col in ("value", "low", "high"):
+                row[f"{name}__{col}"] = math.nan if hit is None else float(hit[col])
+            row[f"{name}__n"] = pd.NA if hit is None else int(hit["n"])
+        records.append(row)
+    wide = pd.DataFrame(records)
+    if not wide.empty:
+        n_cols = [f"{t['task']}__n" for t in tasks]
+        wide[n_cols] = wide[n_cols].astype("Int64")
+        wide = wide.sort_values(["overall", "model", "adapter", "setting", "prompt"], kind="mergesort",
+                                ascending=[False, True, True, True, True], na_position="last").reset_index(drop=True)
+    notes = list(long.attrs.get("notes", []))
+    for task, group in long.groupby("task", sort=True):
+        if group["data_hash"].nunique(dropna=True) > 1:
+            notes.append(f"task {task}: rows were scored on different data (data hashes differ, e.g. another "
+                         "--limit or split); compare them with care")
+        if group["metric"].nunique() > 1:
+            notes.append(f"task {task}: rows use different main metrics ({', '.join(sorted(set(group['metric'])))})")
+    wide.attrs.update(tasks=tasks, categories=cats, superseded=int(long.attrs.get("superseded", 0)), notes=notes)
+    return wide
+
+
+def _md(text: Any) -> str:
+    """Markdown-safe text: backslashes, pipes and asterisks escaped, newlines flattened."""
+    text = str(text).replace("\\", "\\\\").replace("|", "\\|").replace("*", "\\*")
+    return text.replace("\r", " ").replace("\n", " ")
+
+
+def _cell(value: float, low: float, high: float) -> str:
+    if pd.isna(value):
+        return "—"
+    if pd.isna(low) or pd.isna(high):
+        return f"{value:.3f}"
+    return f"{value:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def _label(row: pd.Series) -> str:
+    return row["model"] + (f" + {row['adapter']}" if row["adapter"] else "")
+
+
+def _table(header: list[str], body: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(_md(h) for h in header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(_md(c) for c in cells) + " |" for cells in body]
+
+
+def _metric_definitions(long: pd.DataFrame) -> list[dict[str, Any]]:
+    """Unique (metric, definition) pairs with the tasks using them."""
+    groups = long.groupby(["metric", "definition"], sort=True)["task"]
+    return [{"metric": m, "definition": d, "tasks": sorted(set(ts))} for (m, d), ts in groups]
+
+
+def _runs(long: pd.DataFrame) -> list[dict[str, Any]]:
+    runs = long.drop_duplicates("run_id")[["run_id", "created", "engine", "dtype", "model", "setting"]]
+    return [{k: (None if pd.isna(v) else str(v)) for k, v in r.items()}
+            for r in runs.sort_values(["created", "run_id"], kind="mergesort").to_dict("records")]
+
+
+def render_markdown(long: pd.DataFrame, wide: pd.DataFrame) -> str:
+    """The leaderboard as Markdown: table, n per task, definitions, notes and the runs included."""
+    tasks, cats = wide.attrs["tasks"], wide.attrs["categories"]
+    total = len(tasks)
+    header = ["model", "setting", "prompt", "overall", *cats, *(f"{t['task']} ({t['metric']})" for t in tasks)]
+    body, flagged = [], []
+    for _, row in wide.iterrows():
+        cells, short = [_label(row), row["setting"], row["prompt"]], []
+        for base, size in [("overall", total), *((c, len(ts)) for c, ts in cats.items())]:
+            k = int(row[f"{base}__k"])
+            text = _cell(row["overall" if base == "overall" else f"{base}__mean"], row[f"{base}__low"], row[f"{base}__high"])
+            if 0 < k < size:
+                text += "*"
+                short.append(f"{base} over {k} of {size} tasks")
+            cells.append(text)
+        cells += [_cell(row[f"{t['task']}__value"], row[f"{t['task']}__low"], row[f"{t['task']}__high"]) for t in tasks]
+        body.append(cells)
+        if short:
+            flagged.append(f"{_label(row)}, {row['setting']}, {row['prompt']}: " + "; ".join(short))
+    n_body = [[_label(r), r["setting"], r["prompt"], *("—" if pd.isna(r[f"{t['task']}__n"]) else str(r[f"{t['task']}__n"])
+                                                      for t in tasks)] for _, r in wide.iterrows()]
+    lines = ["# Leaderboard", "",
+             f"{len(wide)} row(s) (model × setting × prompt variant), {total} task(s). Each task cell is the task's "
+             "main metric with its 95% interval; means are unweighted over tasks. Sorted by overall, best first.", ""]
+    lines += _table(header, body)
+    lines += ["", "## n per task", ""] + _table(["model", "setting", "prompt", *(t["task"] for t in tasks)], n_body)
+    lines += ["", "## Definitions", ""]
+    lines += [f"- **{name.replace('_', ' ').capitalize()}**: {_md(text)}" for name, text in DEFINITIONS.items()]
+    if flagged:
+        lines += ["- \\* Mean over k of K tasks (the row lacks results for some tasks):"]
+        lines += [f"  - {_md(text)}" for text in flagged]
+    lines += ["", "### Metrics", ""]
+    lines += [f"- **{_md(d['metric'])}** ({', '.join(d['tasks'])}): {_md(d['definition']) or '(no definition given)'}"
+              for d in _metric_definitions(long)]
+    if wide.attrs.get("notes"):
+        lines += ["", "## Notes", ""] + [f"- {_md(note)}" for note in wide.attrs["notes"]]
+    runs = _runs(long)
+    lines += ["", "## Runs included", ""]
+    lines += _table(["run_id", "created", "engine", "dtype"],
+                    [[r["run_id"], r["created"], r["engine"] or "—", r["dtype"] or "—"] for r in runs])
+    return "\n".join(lines) + "\n"
+
+
+def _num(x: Any) -> float | None:
+    """A plain JSON float (None for missing)."""
+    return None if x is None or pd.isna(x) else float(x)
+
+
+def _json(long: pd.DataFrame, wide: pd.DataFrame) -> dict[str, Any]:
+    tasks, cats = wide.attrs["tasks"], wide.attrs["categories"]
+    rows = []
+    for _, r in wide.iterrows():
+        def mean(base: str, name: str, size: int) -> dict[str, Any]:
+            return {"value": _num(r[name]), "low": _num(r[f"{base}__low"]), "high": _num(r[f"{base}__high"]),
+                    "k": int(r[f"{base}__k"]), "K": size}
+        rows.append({
+            "model": r["model"], "adapter": r["adapter"] or None, "setting": r["setting"], "prompt": r["prompt"],
+            "overall": mean("overall", "overall", len(tasks)),
+            "categories": {c: mean(c, f"{c}__mean", len(ts)) for c, ts in cats.items()},
+            "tasks": {t["task"]: {"metric": t["metric"], **{col: _num(r[f"{t['task']}__{col}"])
+                                                            for col in ("value", "low", "high")},
+                                  "n": None if pd.isna(r[f"{t['task']}__n"]) else int(r[f"{t['task']}__n"])}
+                      for t in tasks},
+        })
+    return {"definitions": {**DEFINITIONS, "metrics": _metric_definitions(long)}, "tasks": tasks, "rows": rows,
+            "runs": _runs(long), "superseded": wide.attrs.get("superseded", 0), "notes": wide.attrs.get("notes", [])}
+
+
+def build_leaderboard(run_dirs: Sequence[Path], output: Path) -> dict[str, Path]:
+    """Write ``leaderboard.md``, ``.csv`` and ``.json`` under ``output`` (each atomically); return their paths."""
+    searched = ", ".join(str(p) for p in run_dirs) or "(no folders given)"
+    long = gather(run_dirs) if run_dirs else pd.DataFrame(columns=LONG_COLUMNS)
+    if long.empty:
+        raise EvalsuiteError(f"no complete runs found in {searched} (a run folder holds results.json; unfinished "
+                             "*.partial folders are skipped): run `evalsuite run` first, or point at its --output folder")
+    wide = leaderboard_table(long)
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    paths = {"md": output / "leaderboard.md", "csv": output / "leaderboard.csv", "json": output / "leaderboard.json"}
+    atomic_write_text(paths["md"], render_markdown(long, wide))
+    atomic_write_text(paths["csv"], wide.to_csv(index=False, lineterminator="\n"))
+    atomic_write_text(paths["json"], json.dumps(_json(long, wide), indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+    return paths

@@ -1,0 +1,178 @@
+"""Rendering documents through a task's prompt variant."""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+
+from evalsuite.errors import TemplateError
+from evalsuite.spec import PromptSpec, TaskSpec
+
+LETTERS = tuple(string.ascii_uppercase)
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One document ready for an engine.
+
+    ``context`` is the full prompt (preamble, few-shot examples, this document); ``continuations`` are the
+    answer strings scored after it (target delimiter included); ``gold`` indexes them (or the task labels);
+    ``gold_text`` is the expected answer string; ``answer_values`` are the strings a generated answer is
+    matched against, one per choice.
+    """
+
+    doc_id: int
+    context: str
+    continuations: tuple[str, ...]
+    gold: int
+    gold_text: str
+    answer_values: tuple[str, ...]
+    fewshot_ids: tuple[int, ...]
+
+
+def _environment() -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(
+        undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False
+    )
+    env.globals.update(letters=LETTERS, enumerate=enumerate, zip=zip, len=len, range=range)
+    return env
+
+
+_ENV = _environment()
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, jinja2.UndefinedError):
+        return f"{exc.message} (the document has no such field)"
+    if isinstance(exc, SecurityError):
+        return f"forbidden by the template sandbox: {exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _template_line(exc: BaseException, filename: str) -> int | None:
+    """The line of ``filename`` where a render error happened (Jinja keeps it in the traceback)."""
+    line, tb = None, exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == filename:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+class PromptRenderer:
+    """Renders documents of one task through one prompt variant."""
+
+    def __init__(self, task: TaskSpec, prompt: PromptSpec):
+        self.task, self.prompt = task, prompt
+        filename = str(prompt.path)
+        try:
+            # Compiled with the file name so that render errors can report the template line.
+            code = _ENV.compile(prompt.source, name=prompt.name, filename=filename)
+            self._template = _ENV.template_class.from_code(_ENV, code, _ENV.make_globals(None), None)
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateError(f"{filename}: line {exc.lineno}: template syntax error: {exc.message}") from None
+        choices_expr = prompt.choices or task.choices
+        self._choices = self._expression(choices_expr, "choices") if choices_expr else None
+        self._target = self._expression(task.target, "target")
+        self._fewshot_target = (
+            self._expression(prompt.fewshot_target, "fewshot_target") if prompt.fewshot_target else None
+        )
+        values = prompt.answer.values if prompt.answer else None
+        self._values = self._expression(values, "answer.values") if values else None
+
+    def _expression(self, source: str, field: str) -> tuple[Callable[..., Any], str, str]:
+        owner = self.prompt.path if field in ("fewshot_target", "answer.values") or (
+            field == "choices" and self.prompt.choices
+        ) else self.task.path
+        try:
+            return _ENV.compile_expression(source, undefined_to_none=False), field, str(owner)
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateError(f"{owner}: field '{field}': invalid expression {source!r}: {exc.message}") from None
+
+    def _evaluate(self, compiled: tuple[Callable[..., Any], str, str], doc: dict, doc_id: int) -> Any:
+        function, field, owner = compiled
+        try:
+            return function(**doc)
+        except Exception as exc:  # noqa: BLE001 - every template failure becomes one clear message
+            raise TemplateError(
+                f"{owner}: field '{field}' on document {doc_id} of task '{self.task.name}': {_describe(exc)}"
+            ) from None
+
+    def context_of(self, doc: dict, doc_id: int) -> str:
+        """The document rendered through the template alone (no preamble or examples)."""
+        try:
+            return self._template.render(**doc)
+        except Exception as exc:  # noqa: BLE001
+            line = _template_line(exc, str(self.prompt.path))
+            where = f": line {line}" if line else ""
+            raise TemplateError(
+                f"{self.prompt.path}{where}: rendering document {doc_id} of task '{self.task.name}': {_describe(exc)}"
+            ) from None
+
+    def choices_of(self, doc: dict, doc_id: int) -> tuple[str, ...]:
+        if self._choices is None:
+            return ()
+        value = self._evaluate(self._choices, doc, doc_id)
+        if isinstance(value, str) or not isinstance(value, (list, tuple)):
+            raise TemplateError(f"{self._choices[2]}: field 'choices' must give a list, got {value!r} on document {doc_id}")
+        return tuple(str(v) for v in value)
+
+    def gold_of(self, doc: dict, doc_id: int, choices: Sequence[str]) -> tuple[int, str]:
+        """Gold index and gold answer text. A target is an index into the choices/labels or an answer string."""
+        value = self._evaluate(self._target, doc, doc_id)
+        names = list(choices) or list(self.task.labels or ())
+        if isinstance(value, bool):
+            value = int(value)
+        if isinstance(value, int):
+            if names and not 0 <= value < len(names):
+                raise TemplateError(
+                    f"{self.task.path}: field 'target' gave index {value} on document {doc_id}, "
+                    f"but there are {len(names)} choices"
+                )
+            return value, names[value] if names else str(value)
+        text = str(value)
+        for options in (list(self.task.labels or ()), list(choices)):
+            if text in options:
+                return options.index(text), (choices[options.index(text)] if choices else text)
+        if names:
+            raise TemplateError(
+                f"{self.task.path}: field 'target' gave {text!r} on document {doc_id}, which is not a label or choice"
+            )
+        return -1, text
+
+    def answer_values_of(self, doc: dict, doc_id: int, choices: Sequence[str]) -> tuple[str, ...]:
+        if self._values is None:
+            return tuple(choices)
+        return tuple(str(v) for v in self._evaluate(self._values, doc, doc_id))
+
+    def example(self, doc: dict, doc_id: int) -> str:
+        """A solved few-shot example: context, delimiter, gold answer."""
+        choices = self.choices_of(doc, doc_id)
+        gold, gold_text = self.gold_of(doc, doc_id, choices)
+        if self._fewshot_target is not None:
+            answer = str(self._evaluate(self._fewshot_target, doc, doc_id))
+        else:
+            answer = choices[gold] if choices and gold >= 0 else gold_text
+        return self.context_of(doc, doc_id) + self.prompt.target_delimiter + answer
+
+    def render(self, doc: dict, doc_id: int, examples: Sequence[tuple[int, dict]] = ()) -> Instance:
+        prompt = self.prompt
+        parts = [prompt.preamble] if prompt.preamble else []
+        parts += [self.example(ex, ex_id) for ex_id, ex in examples]
+        parts.append(self.context_of(doc, doc_id))
+        context = prompt.fewshot_separator.join(parts)
+        choices = self.choices_of(doc, doc_id)
+        gold, gold_text = self.gold_of(doc, doc_id, choices)
+        return Instance(
+            doc_id=doc_id,
+            context=context,
+            continuations=tuple(prompt.target_delimiter + c for c in choices),
+            gold=gold,
+            gold_text=gold_text,
+            answer_values=self.answer_values_of(doc, doc_id, choices),
+            fewshot_ids=tuple(ex_id for ex_id, _ in examples),
+        )

@@ -1,0 +1,277 @@
+"""Classification / multiple-choice metrics with seeded, vectorised percentile-bootstrap intervals.
+
+Every metric is split in two: ``per_doc`` turns the predictions into one number per document
+(a 0/1 correctness flag, or a confusion-matrix cell code), and ``stat`` reduces a ``(B, n)``
+array of those numbers -- one row per bootstrap resample -- to ``B`` metric values without a
+Python loop over documents.  The point estimate is ``stat`` on the single identity "resample".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from evalsuite.errors import MetricError
+
+UNPARSEABLE = -1
+_CHUNK = 1 << 22  # max gathered elements per bootstrap chunk (bounds memory for large n_boot * n)
+
+
+def _int_array(field: str, x: Any) -> np.ndarray:
+    a = np.asarray(x)
+    if a.size and not np.issubdtype(a.dtype, np.integer):
+        raise MetricError(f"Predictions.{field} must hold integers, got dtype {a.dtype}")
+    if a.ndim != 1:
+        raise MetricError(f"Predictions.{field} must be one-dimensional, got shape {a.shape}")
+    a = a.astype(np.int64)  # copy, then freeze: the dataclass is immutable
+    a.setflags(write=False)
+    return a
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: ndarray fields make a field-wise __eq__/__hash__ meaningless
+class Predictions:
+    """Per-document predictions of one task × prompt variant."""
+
+    pred: np.ndarray  # int, predicted class/choice index; -1 = unparseable answer (always wrong)
+    gold: np.ndarray  # int, gold class/choice index
+    n_classes: int  # number of classes (labels) / choices (max over documents for MC)
+    labels: tuple[str, ...]  # label names, len n_classes
+    positive: int | None = None  # index of the positive class for binary F1 (None -> 1)
+    pred_norm: np.ndarray | None = None  # int, prediction under length-normalised log-likelihood
+    pred_text: tuple[str, ...] | None = None  # for exact_match: extracted answer strings
+    gold_text: tuple[str, ...] | None = None
+    # Graded similarity tasks may later add e.g. ``score`` / ``gold_score`` float arrays.
+
+    def __post_init__(self) -> None:
+        k = int(self.n_classes)
+        object.__setattr__(self, "n_classes", k)
+        object.__setattr__(self, "labels", tuple(str(s) for s in self.labels))
+        for f in ("pred", "gold", "pred_norm"):
+            if getattr(self, f) is not None:
+                object.__setattr__(self, f, _int_array(f, getattr(self, f)))
+        n = len(self.gold)
+        if k < 1 or len(self.labels) != k:
+            raise MetricError(f"Predictions: n_classes={k} must be >= 1 and equal len(labels)={len(self.labels)}")
+        if len(set(self.labels)) != k:
+            raise MetricError(f"Predictions: label names must be unique, got {self.labels}")
+        if n and (self.gold.min() < 0 or self.gold.max() >= k):
+            raise MetricError(f"Predictions.gold must lie in [0, {k}), got range [{self.gold.min()}, {self.gold.max()}]")
+        for f in ("pred", "pred_norm"):
+            a = getattr(self, f)
+            if a is None:
+                continue
+            if len(a) != n:
+                raise MetricError(f"Predictions.{f} has {len(a)} entries but gold has {n}")
+            if n and (a.min() < UNPARSEABLE or a.max() >= k):
+                raise MetricError(f"Predictions.{f} must lie in [-1, {k}), got range [{a.min()}, {a.max()}]")
+        for f in ("pred_text", "gold_text"):
+            t = getattr(self, f)
+            if t is not None:
+                object.__setattr__(self, f, tuple(t))
+                if len(t) != n:
+                    raise MetricError(f"Predictions.{f} has {len(t)} entries but gold has {n}")
+        if self.positive is not None and not 0 <= self.positive < k:
+            raise MetricError(f"Predictions.positive={self.positive} is not a class index in [0, {k})")
+
+    @property
+    def n(self) -> int:
+        """Number of documents."""
+        return len(self.gold)
+
+    @property
+    def pos(self) -> int:
+        """Index of the positive class for binary F1."""
+        return 1 if self.positive is None else self.positive
+
+
+@dataclass(frozen=True)
+class MetricResult:
+    """A point value with its interval and the exact definition used."""
+
+    name: str
+    value: float
+    low: float
+    high: float  # interval bounds at the requested confidence (95% by default)
+    definition: str  # exact definition incl. normalisation / averaging / interval method
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A metric: per-document encoding, vectorised per-resample reduction, definition text."""
+
+    name: str
+    per_doc: Callable[[Predictions], np.ndarray]  # (n,) per-document values / cell codes
+    stat: Callable[[np.ndarray, Predictions], np.ndarray]  # (B, n) gathered values -> (B,)
+    describe: Callable[[Predictions], str]
+
+
+# ---------------------------------------------------------------- confusion-matrix metrics
+def _cell_codes(p: Predictions) -> np.ndarray:
+    """gold * (K+1) + pred, with unparseable (-1) mapped to the extra predicted column K."""
+    k = p.n_classes
+    return p.gold * (k + 1) + np.where(p.pred == UNPARSEABLE, k, p.pred)
+
+
+def _confusion(codes: np.ndarray, k: int) -> np.ndarray:
+    """(B, n) cell codes -> (B, K, K+1) confusion matrices (rows gold, columns pred, last = unparseable)."""
+    b, cells = codes.shape[0], k * (k + 1)
+    keys = (np.arange(b)[:, None] * cells + codes).ravel()
+    return np.bincount(keys, minlength=b * cells).reshape(b, k, k + 1)
+
+
+def _per_class_f1(cm: np.ndarray) -> np.ndarray:
+    """(B, K, K+1) -> (B, K) F1 = 2TP / (gold count + predicted count); 0 where that is 0."""
+    k = cm.shape[1]
+    tp = cm[:, np.arange(k), np.arange(k)]
+    denom = cm.sum(axis=2) + cm[:, :, :k].sum(axis=1)  # 2TP+FP+FN
+    return np.divide(2 * tp, denom, out=np.zeros(tp.shape), where=denom > 0)
+
+
+def _macro_f1(codes: np.ndarray, p: Predictions) -> np.ndarray:
+    return _per_class_f1(_confusion(codes, p.n_classes)).mean(axis=1)
+
+
+def _binary_f1(codes: np.ndarray, p: Predictions) -> np.ndarray:
+    return _per_class_f1(_confusion(codes, p.n_classes))[:, p.pos]
+
+
+def _auto_f1(codes: np.ndarray, p: Predictions) -> np.ndarray:
+    return (_binary_f1 if p.n_classes == 2 else _macro_f1)(codes, p)
+
+
+def _mcc(codes: np.ndarray, p: Predictions) -> np.ndarray:
+    """Gorodkin's R_K as in sklearn: (c s - t.p) / sqrt((s^2 - p.p)(s^2 - t.t)); 0 when undefined."""
+    cm = _confusion(codes, p.n_classes).astype(np.float64)
+    k = p.n_classes
+    t = cm.sum(axis=2)  # (B, K) gold counts
+    pr = cm.sum(axis=1)  # (B, K+1) predicted counts, incl. the unparseable column (whose gold count is 0)
+    c = cm[:, np.arange(k), np.arange(k)].sum(axis=1)
+    s = t.sum(axis=1)
+    num = c * s - (t * pr[:, :k]).sum(axis=1)
+    den = np.sqrt((s**2 - (pr**2).sum(axis=1)) * (s**2 - (t**2).sum(axis=1)))
+    return np.divide(num, den, out=np.zeros(num.shape), where=den > 0)
+
+
+# ---------------------------------------------------------------- per-document mean metrics
+def _mean(x: np.ndarray, _p: Predictions) -> np.ndarray:
+    return x.mean(axis=1)
+
+
+def _correct_norm(p: Predictions) -> np.ndarray:
+    if p.pred_norm is None:
+        raise MetricError("accuracy_norm needs Predictions.pred_norm (length-normalised log-likelihood choices); "
+                          "it applies only to log-likelihood multiple-choice scoring")
+    return (p.pred_norm == p.gold).astype(np.float64)
+
+
+def _exact(p: Predictions) -> np.ndarray:
+    if p.pred_text is None or p.gold_text is None:
+        raise MetricError("exact_match needs Predictions.pred_text and Predictions.gold_text")
+    return np.array([a is not None and g is not None and str(a).strip() == str(g).strip()
+                     for a, g in zip(p.pred_text, p.gold_text)], dtype=np.float64)
+
+
+def _needs_binary(p: Predictions) -> np.ndarray:
+    if p.n_classes != 2:
+        raise MetricError(f"f1_binary needs a two-class task, this one has n_classes={p.n_classes} {p.labels}; "
+                          "use f1_macro")
+    return _cell_codes(p)
+
+
+# ---------------------------------------------------------------- definitions
+_UNP = "unparseable answers (pred = -1) count as wrong"
+_UNP_CM = ("unparseable answers (pred = -1) form their own predicted column of the confusion matrix "
+           "that never matches gold (a false negative for the gold class; not itself averaged over)")
+
+
+def _def_binary(p: Predictions) -> str:
+    return (f"binary F1 of the positive class '{p.labels[p.pos]}' (index {p.pos}): 2TP / (2TP + FP + FN), "
+            f"0 when TP + FP + FN = 0 (sklearn average='binary', zero_division=0); {_UNP_CM}")
+
+
+def _def_macro(p: Predictions) -> str:
+    return (f"macro F1: unweighted mean over all {p.n_classes} classes of per-class F1 = 2TP / (2TP + FP + FN); "
+            "a class with no gold and no predicted documents has F1 = 0 and stays in the mean "
+            f"(sklearn average='macro', labels=all classes, zero_division=0); {_UNP_CM}")
+
+
+METRICS: dict[str, Metric] = {m.name: m for m in [
+    Metric("accuracy", lambda p: (p.pred == p.gold).astype(np.float64), _mean,
+           lambda p: f"accuracy: mean(pred == gold) over documents; {_UNP}"),
+    Metric("accuracy_norm", _correct_norm, _mean,
+           lambda p: ("accuracy_norm: mean(pred_norm == gold), where pred_norm is the choice with the highest "
+                      "log-likelihood divided by the choice's length in UTF-8 bytes "
+                      f"(lm-evaluation-harness acc_norm); {_UNP}")),
+    Metric("f1", _cell_codes, _auto_f1,
+           lambda p: "f1 (" + ("binary, 2 classes" if p.n_classes == 2 else f"macro, {p.n_classes} classes")
+           + "): " + (_def_binary(p) if p.n_classes == 2 else _def_macro(p))),
+    Metric("f1_macro", _cell_codes, _macro_f1, lambda p: "f1_macro: " + _def_macro(p)),
+    Metric("f1_binary", _needs_binary, _binary_f1, lambda p: "f1_binary: " + _def_binary(p)),
+    Metric("mcc", _cell_codes, _mcc,
+           lambda p: ("mcc: Matthews correlation coefficient, multiclass generalisation (Gorodkin 2004, as sklearn "
+                      "matthews_corrcoef): (c*s - sum_k p_k*t_k) / sqrt((s^2 - sum_k p_k^2)(s^2 - sum_k t_k^2)) "
+                      "with c correct documents, s documents, t_k gold and p_k predicted counts of class k; "
+                      "0 when the denominator is 0; unparseable answers (pred = -1) form their own predicted "
+                      "column that never matches gold (gold count 0, predicted count in sum_k p_k^2)")),
+    Metric("exact_match", _exact, _mean,
+           lambda p: ("exact_match: mean(pred_text.strip() == gold_text.strip()): leading/trailing whitespace "
+                      "removed (str.strip), otherwise case- and punctuation-sensitive; a missing answer (None) "
+                      "is wrong")),
+    Metric("unparseable_rate", lambda p: (p.pred == UNPARSEABLE).astype(np.float64), _mean,
+           lambda p: "unparseable_rate: mean(pred == -1), the fraction of answers that could not be parsed"),
+]}
+
+
+def resolve_metric(name: str) -> Metric:
+    """Look a metric up by name; unknown names raise MetricError listing the known ones."""
+    try:
+        return METRICS[name]
+    except KeyError:
+        raise MetricError(f"unknown metric {name!r}; known metrics: {', '.join(METRICS)}") from None
+
+
+def bootstrap_indices(n: int, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, n) document indices drawn with replacement from Generator(PCG64(seed))."""
+    if n < 1:
+        raise MetricError("cannot bootstrap over 0 documents")
+    if n_boot < 1:
+        raise MetricError(f"n_boot must be >= 1, got {n_boot}")
+    return np.random.Generator(np.random.PCG64(seed)).integers(0, n, size=(n_boot, n))
+
+
+def compute_metrics(names: Sequence[str], preds: Predictions, *, n_boot: int = 1000,
+                    confidence: float = 0.95, seed: int = 0) -> dict[str, MetricResult]:
+    """Point values and percentile-bootstrap intervals; all metrics share one set of resample indices."""
+    if isinstance(names, str):
+        names = [names]
+    metrics = [resolve_metric(nm) for nm in names]
+    if preds.n == 0:
+        raise MetricError("no documents to score (n = 0)")
+    if not 0 < confidence < 1:
+        raise MetricError(f"confidence must be in (0, 1), got {confidence}")
+    idx = bootstrap_indices(preds.n, n_boot, seed)
+    alpha = 1 - confidence
+    interval = f"{confidence * 100:g}% percentile bootstrap over documents, {n_boot} resamples, seed {seed}"
+    rows = max(1, _CHUNK // preds.n)
+    out: dict[str, MetricResult] = {}
+    for m in metrics:
+        x = m.per_doc(preds)
+        value = float(m.stat(x[None, :], preds)[0])
+        boot = np.concatenate([m.stat(x[idx[i:i + rows]], preds) for i in range(0, n_boot, rows)])
+        low, high = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
+        out[m.name] = MetricResult(m.name, value, float(low), float(high),
+                                   f"{m.describe(preds)}. Interval: {interval}.")
+    return out
+
+
+def confusion_counts(preds: Predictions) -> dict[str, dict[str, int]]:
+    """{gold_label: {pred_label: count}}, with an extra "unparseable" column when any pred == -1."""
+    cm = _confusion(_cell_codes(preds)[None, :], preds.n_classes)[0]
+    cols = list(preds.labels) + (["unparseable"] if (preds.pred == UNPARSEABLE).any() else [])
+    return {g: {c: int(cm[i, j]) for j, c in enumerate(cols)} for i, g in enumerate(preds.labels)}
