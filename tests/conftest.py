@@ -1,0 +1,29 @@
+"""Shared fixtures: the real data folder, a tiny random model, offline hub access."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).parent))  # tiny_models
+
+DATA_DIR = Path(os.environ.get("EVALSUITE_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not DATA_DIR.is_dir():
+        pytest.fail(f"benchmark data folder {DATA_DIR} not found: set EVALSUITE_DATA_DIR")
+    return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    from tiny_models import tiny_llama
+
+    return tiny_llama(tmp_path_factory.mktemp("tiny") / "model")

@@ -1,0 +1,150 @@
+"""The transformers engine against a naive reference, across batch sizes, packing and truncation."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from evalsuite.engines import GenerationRequest, LoglikelihoodRequest, encode_choices, encode_context, load_engine
+from evalsuite.errors import EngineError
+from tiny_models import tiny_llama
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return str(tiny_llama(tmp_path_factory.mktemp("tiny") / "model"))
+
+
+@pytest.fixture(scope="module")
+def engine(tiny):
+    return load_engine("hf", tiny)
+
+
+def reference(model, request: LoglikelihoodRequest) -> list[float]:
+    """One full forward per continuation, logits over the whole sequence: the naive way."""
+    scores = []
+    for cont in request.continuations:
+        ids = torch.tensor([list(request.context) + list(cont)])
+        with torch.no_grad():
+            logprobs = torch.log_softmax(model(ids).logits[0].double(), -1)
+        n = len(request.context)
+        scores.append(sum(logprobs[n - 1 + j, t].item() for j, t in enumerate(cont)))
+    return scores
+
+
+def random_requests(seed: int, n: int) -> list[LoglikelihoodRequest]:
+    rng = random.Random(seed)
+    requests = []
+    for _ in range(n):
+        context = tuple(rng.randrange(256) for _ in range(rng.randint(1, 120)))
+        conts = tuple(tuple(rng.randrange(256) for _ in range(rng.randint(1, 12))) for _ in range(rng.randint(1, 5)))
+        requests.append(LoglikelihoodRequest(context, conts))
+    return requests
+
+
+def logprobs(engine, requests):
+    return [[s.logprob for s in doc] for doc in engine.loglikelihood(requests)]
+
+
+def test_packed_scores_equal_one_forward_per_choice(engine):
+    requests = random_requests(0, 12)
+    got = logprobs(engine, requests)
+    for request, scores in zip(requests, got):
+        assert scores == pytest.approx(reference(engine.model, request), abs=1e-5)
+
+
+def test_scores_do_not_depend_on_batch_size_or_batch_mates(engine):
+    requests = random_requests(1, 24)  # mixed lengths: padding differs with every batch size
+    results = {}
+    for batch_size in (1, 3, 8):
+        engine.batch_size = batch_size
+        results[batch_size] = logprobs(engine, requests)
+    engine.batch_size = 8
+    alone = logprobs(engine, [requests[5]])[0]
+    with_others = logprobs(engine, [requests[5]] + random_requests(2, 7))[0]
+    for batch_size in (3, 8):
+        for a, b in zip(results[1], results[batch_size]):
+            assert a == pytest.approx(b, abs=1e-5)
+    assert alone == pytest.approx(with_others, abs=1e-5)
+    assert alone == pytest.approx(results[1][5], abs=1e-5)
+
+
+def test_packing_on_and_off_agree(engine):
+    requests = random_requests(3, 10)
+    packed = logprobs(engine, requests)
+    engine.pack_choices = False
+    try:
+        unpacked = logprobs(engine, requests)
+    finally:
+        engine.pack_choices = True
+    for a, b in zip(packed, unpacked):
+        assert a == pytest.approx(b, abs=1e-5)
+
+
+def test_greedy_flag_and_token_counts(engine):
+    request = random_requests(4, 1)[0]
+    with torch.no_grad():
+        logits = engine.model(torch.tensor([list(request.context)])).logits[0, -1]
+    best = int(logits.argmax())
+    scores = engine.loglikelihood([LoglikelihoodRequest(request.context, ((best,), ((best + 1) % 256,)))])[0]
+    assert [s.greedy for s in scores] == [True, False]
+    assert [s.tokens for s in scores] == [1, 1]
+
+
+def test_context_is_truncated_on_the_left(tiny):
+    engine = load_engine("hf", tiny, max_length=64)
+    long_context = tuple(range(100))
+    cut = LoglikelihoodRequest(long_context[-61:], ((7, 8, 9),))
+    [truncated] = logprobs(engine, [LoglikelihoodRequest(long_context, ((7, 8, 9),))])
+    assert truncated == pytest.approx(logprobs(engine, [cut])[0], abs=1e-6)
+    with pytest.raises(EngineError, match="do not fit"):
+        engine.loglikelihood([LoglikelihoodRequest((1,), (tuple(range(70)),))])
+
+
+def test_empty_continuation_is_an_error(engine):
+    with pytest.raises(EngineError, match="empty continuation"):
+        engine.loglikelihood([LoglikelihoodRequest((1, 2), ((),))])
+
+
+def test_boundary_whitespace_moves_to_the_continuation(engine):
+    tok = engine.tokenizer
+    request = encode_choices(tok, "Answer: ", ["B", "CD"])
+    assert list(request.context) == tok("Answer:", add_special_tokens=False).input_ids
+    assert [tok.decode(c) for c in request.continuations] == [" B", " CD"]
+    assert encode_choices(tok, "", [" x"]).context == (tok.bos_token_id,)
+
+
+def test_greedy_generation_matches_a_manual_loop_and_stops(engine):
+    context = encode_context(engine.tokenizer, "The answer is")
+    ids = list(context)
+    with torch.no_grad():
+        for _ in range(12):
+            ids.append(int(engine.model(torch.tensor([ids])).logits[0, -1].argmax()))
+    expected = engine.tokenizer.decode(ids[len(context):])
+    [text] = engine.generate([GenerationRequest(context, 12)])
+    assert text == expected
+    stop = expected[3:5]
+    [cut] = engine.generate([GenerationRequest(context, 12, stop=(stop,))])
+    assert cut == expected[: expected.find(stop)]
+    [short] = engine.generate([GenerationRequest(context, 3)])
+    assert short == engine.tokenizer.decode(ids[len(context): len(context) + 3])
+
+
+def test_batched_generation_equals_one_at_a_time(engine):
+    contexts = [encode_context(engine.tokenizer, text) for text in ("a", "hello there", "x" * 40)]
+    engine.batch_size = 1
+    single = engine.generate([GenerationRequest(c, 8) for c in contexts])
+    engine.batch_size = 8
+    assert engine.generate([GenerationRequest(c, 8) for c in contexts]) == single
+
+
+def test_unknown_engine_and_missing_model_are_clear(tmp_path):
+    with pytest.raises(EngineError, match="unknown engine"):
+        load_engine("nope", "x")
+    with pytest.raises(EngineError, match="does not exist"):
+        load_engine("hf", str(tmp_path / "missing"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(EngineError, match="config.json"):
+        load_engine("hf", str(tmp_path / "empty"))
