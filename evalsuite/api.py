@@ -264,7 +264,7 @@ def _evaluate_one(runner: Engine, task: TaskSpec, prompt: PromptSpec, split_of, 
             if any(not inst.continuations for inst in instances):
                 raise SpecError(f"{task.path}: task '{task.name}' has no 'choices' for log-likelihood prompt {prompt.path}")
             requests = [encode_choices(tokenizer, c, inst.continuations) for c, inst in zip(contexts, instances)]
-            answers = runner.loglikelihood(requests, progress=bar.update if bar else None)
+            answers = runner.loglikelihood(requests, progress=(lambda i, answer: bar.update(1)) if bar else None)
             for inst, context, scores in zip(instances, contexts, answers):
                 logprobs = [s.logprob for s in scores]
                 byte_lengths = [max(len(c.encode("utf-8")), 1) for c in inst.continuations]
@@ -275,7 +275,7 @@ def _evaluate_one(runner: Engine, task: TaskSpec, prompt: PromptSpec, split_of, 
                                        greedy=[s.greedy for s in scores]))
         else:
             requests = [GenerationRequest(encode_context(tokenizer, c), prompt.max_tokens, prompt.stop, 0.0, seed) for c in contexts]
-            texts = runner.generate(requests, progress=bar.update if bar else None)
+            texts = runner.generate(requests, progress=(lambda i, answer: bar.update(1)) if bar else None)
             for inst, context, text in zip(instances, contexts, texts):
                 extracted = extract_answer(text, prompt.answer.pattern)
                 pred = answer_index(extracted, inst.answer_values) if inst.answer_values else (

@@ -37,7 +37,7 @@ class ScriptedEngine:
             out.append(tuple(ContinuationScore(-1.0 if k == best else -5.0, k == best, len(c))
                              for k, c in enumerate(request.continuations)))
             if progress:
-                progress(1)
+                progress(index, out[-1])
         return out
 
     def generate(self, requests, progress=None):

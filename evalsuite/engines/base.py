@@ -8,7 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence
 
-Progress = Callable[[int], None]
+# Called by an engine with (request index, answer) as soon as each request is answered, in any order:
+# callers store answers as they come (the request cache) and advance progress bars.
+Progress = Callable[[int, Any], None]
 
 
 @dataclass(frozen=True)

@@ -85,13 +85,14 @@ class HFEngine:
     ) -> list[tuple[ContinuationScore, ...]]:
         rows = self._rows(requests)
         scores: list[list[ContinuationScore | None]] = [[None] * len(r.continuations) for r in requests]
+        missing = [len(r.continuations) for r in requests]
         for batch in self._batches(rows):
-            for (req_index, cont_index), score in zip(
-                [key for row in batch for key in row[2]], self._score_batch(batch)
-            ):
+            keys = [key for row in batch for key in row[2]]
+            for (req_index, cont_index), score in zip(keys, self._score_batch(batch)):
                 scores[req_index][cont_index] = score
-            if progress:
-                progress(len({key[0] for row in batch for key in row[2]}))
+                missing[req_index] -= 1
+                if missing[req_index] == 0 and progress:
+                    progress(req_index, tuple(scores[req_index]))
         return [tuple(s) for s in scores]  # type: ignore[misc]
 
     def generate(self, requests: Sequence[GenerationRequest], progress: Progress | None = None) -> list[str]:
@@ -129,8 +130,8 @@ class HFEngine:
                 new = out[row, width : width + r.max_tokens].tolist()
                 text = self.tokenizer.decode(new, skip_special_tokens=True)
                 outputs[i] = truncate_stop(text, r.stop)
-            if progress:
-                progress(len(batch))
+                if progress:
+                    progress(i, outputs[i])
         return outputs
 
     # -- packing and batching -----------------------------------------------------------------------
