@@ -375,6 +375,8 @@ def show_prompts(
     for variant in _variants(task, None if prompt == "default" else prompt):
         instances, _, _ = _instances(task, PromptRenderer(task, variant), split_of, shots=shots, seed=seed,
                                      limit=doc + 1, sampler=None)
+        if not 0 <= doc < len(instances):
+            raise SpecError(f"task '{task.name}' has {len(instances)} documents in split '{task.eval_split}'; --doc {doc} is out of range")
         inst = instances[doc]
         if variant.method == "loglikelihood":
             answers = "\n".join(f"  [{'x' if k == inst.gold else ' '}] {c!r}" for k, c in enumerate(inst.continuations))

@@ -12,8 +12,8 @@ from evalsuite.errors import SpecError
 _MISSING = object()
 
 
-def read_yaml(path: Path, text: str | None = None) -> Any:
-    """Safe-load YAML (no Python object tags); a syntax error names the file and line."""
+def read_yaml(path: Path, text: str | None = None, what: str = "YAML") -> Any:
+    """Safe-load YAML (no Python object tags); a syntax error names the file, line and ``what`` was read."""
     try:
         source = path.read_text(encoding="utf-8") if text is None else text
     except OSError as exc:
@@ -24,7 +24,7 @@ def read_yaml(path: Path, text: str | None = None) -> Any:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError(f"{path}:{where}: invalid YAML: {problem}") from None
+        raise SpecError(f"{path}:{where}: invalid {what}: {problem}") from None
 
 
 class Fields:

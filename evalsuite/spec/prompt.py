@@ -71,7 +71,7 @@ def load_prompt(path: Path) -> PromptSpec:
         raise SpecError(f"{path}: line {exc.lineno}: template syntax error: {exc.message}") from None
 
     match = _HEADER.match(source)
-    header = read_yaml(path, match.group(1)) if match else None
+    header = read_yaml(path, match.group(1), "YAML in field 'header' (the first {# ... #} comment)") if match else None
     f = Fields(header if isinstance(header, dict) else {}, path, "header")
     method = f.choice("method", METHODS, "loglikelihood")
     generation = f.sub("generation", {})

@@ -229,7 +229,10 @@ def find_tasks(task_dirs: list[Path], prompt_dirs: list[Path]) -> dict[str, Task
         for path in sorted(Path(directory).rglob("*.yaml")):
             task = load_task(path, prompt_dirs)
             if task.name in seen:
-                raise SpecError(f"{path}: task name {task.name!r} is already defined in {seen[task.name]}")
+                raise SpecError(
+                    f"{path}: field 'name': task name {task.name!r} is already defined in {seen[task.name]} "
+                    "(task names must be unique within a folder)"
+                )
             seen[task.name] = path
             tasks.setdefault(task.name, task)
     return tasks
