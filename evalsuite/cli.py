@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--batch-size", type=int, default=8)
     run.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
-    run.add_argument("--fewshot-sampler", default=None, choices=("random", "first", "balanced"),
+    run.add_argument("--fewshot-sampler", default=None, choices=("random", "first", "fixed", "balanced"),
                      help="default: each task's own setting")
     run.add_argument("--chat-template", action="store_true", help="wrap each prompt in the model's chat template")
     run.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for intervals (default 1000)")

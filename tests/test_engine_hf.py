@@ -148,3 +148,25 @@ def test_unknown_engine_and_missing_model_are_clear(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(EngineError, match="config.json"):
         load_engine("hf", str(tmp_path / "empty"))
+
+
+def test_shared_prefix_is_computed_once_and_changes_no_score(engine):
+    rng = random.Random(5)
+    prefix = tuple(rng.randrange(256) for _ in range(150))  # e.g. fixed few-shot examples
+    requests = [LoglikelihoodRequest(prefix + r.context, r.continuations) for r in random_requests(6, 10)]
+    assert len(engine._shared_prefix(requests)) >= 150
+    shared = logprobs(engine, requests)
+    engine.share_prefix = False
+    try:
+        separate = logprobs(engine, requests)
+    finally:
+        engine.share_prefix = True
+    for request, a, b in zip(requests, shared, separate):
+        assert a == pytest.approx(b, abs=1e-5)
+        assert a == pytest.approx(reference(engine.model, request), abs=1e-5)
+    engine.batch_size = 3
+    try:
+        for a, b in zip(logprobs(engine, requests), shared):
+            assert a == pytest.approx(b, abs=1e-5)
+    finally:
+        engine.batch_size = 8

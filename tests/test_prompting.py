@@ -331,3 +331,17 @@ def test_document_fields_cannot_inject_template_code(tmp_path):
     doc = {**DOC, "question": "{{ ''.__class__ }} {% if true %}x{% endif %}"}
     inst = renderer_for(tmp_path, "Q: {{ question }}").render(doc, 0)
     assert inst.context == "Q: {{ ''.__class__ }} {% if true %}x{% endif %}"
+
+
+def test_fixed_sampler_shares_examples_and_never_uses_the_document_itself():
+    from evalsuite.prompting import FewshotSampler
+
+    sampler = FewshotSampler(range(20), k=4, method="fixed", seed=3, salt="t", same_split=True)
+    picks = {doc: sampler.select(doc) for doc in range(20)}
+    common = picks[19]
+    assert len(set(common)) == 4
+    for doc, pick in picks.items():
+        assert doc not in pick and len(pick) == 4
+        if doc not in common:
+            assert pick == common
+    assert FewshotSampler(range(20), k=4, method="fixed", seed=4, salt="t").select(0) != common

@@ -9,6 +9,7 @@ under a token budget; right padding never changes a score because padded keys ar
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -42,6 +43,8 @@ class HFEngine:
         token_budget: int = 8192,
         max_length: int | None = None,
         pack_choices: bool = True,
+        share_prefix: bool = True,
+        min_shared_prefix: int = 16,
     ):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -52,6 +55,7 @@ class HFEngine:
         self.adapter, self.dtype = adapter, dtype
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.batch_size, self.token_budget, self.pack_choices = batch_size, token_budget, pack_choices
+        self.share_prefix, self.min_shared_prefix = share_prefix, min_shared_prefix
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
             net = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=getattr(torch, dtype))
@@ -83,12 +87,14 @@ class HFEngine:
     def loglikelihood(
         self, requests: Sequence[LoglikelihoodRequest], progress: Progress | None = None
     ) -> list[tuple[ContinuationScore, ...]]:
-        rows = self._rows(requests)
+        prefix = self._shared_prefix(requests)
+        rows = self._rows(requests, len(prefix))
         scores: list[list[ContinuationScore | None]] = [[None] * len(r.continuations) for r in requests]
         missing = [len(r.continuations) for r in requests]
+        prefix_kv = self._prefix_kv(prefix) if prefix else None
         for batch in self._batches(rows):
-            keys = [key for row in batch for key in row[2]]
-            for (req_index, cont_index), score in zip(keys, self._score_batch(batch)):
+            keys = [key for row in batch for key in row.keys]
+            for (req_index, cont_index), score in zip(keys, self._score_batch(batch, len(prefix), prefix_kv)):
                 scores[req_index][cont_index] = score
                 missing[req_index] -= 1
                 if missing[req_index] == 0 and progress:
@@ -135,11 +141,38 @@ class HFEngine:
         return outputs
 
     # -- packing and batching -----------------------------------------------------------------------
-    def _rows(self, requests: Sequence[LoglikelihoodRequest]) -> list[tuple[list[int], list[int], list[tuple[int, int]]]]:
-        """Rows of (token ids, segment ids, [(request, continuation)]) — segment 0 is the context.
+    def _shared_prefix(self, requests: Sequence[LoglikelihoodRequest]) -> tuple[int, ...]:
+        """The context prefix every request shares (few-shot preamble and examples), computed once.
 
-        With packing, one row per request holds the context and all continuations (unless they do not
-        fit the window together); without, one row per continuation. The context is truncated on the left when a row would exceed the model's length.
+        Each request keeps at least one context token of its own (it predicts the first answer token).
+        Off when it is short, or when some request must be truncated to fit the window.
+        """
+        if not self.share_prefix or len(requests) < 2:
+            return ()
+        contexts = [np.asarray(r.context) for r in requests]
+        if any(len(c) + sum(map(len, r.continuations)) > self.max_length for c, r in zip(contexts, requests)):
+            return ()
+        first = contexts[0]
+        length = min(len(c) for c in contexts) - 1
+        for context in contexts[1:]:
+            differs = np.flatnonzero(context[:length] != first[:length])
+            length = int(differs[0]) if len(differs) else length
+        return tuple(first[:length].tolist()) if length >= self.min_shared_prefix else ()
+
+    def _prefix_kv(self, prefix: tuple[int, ...]) -> list[tuple[Any, Any]]:
+        import torch
+
+        with torch.inference_mode():
+            out = self.model.base_model(input_ids=torch.tensor([prefix], device=self.device), use_cache=True)
+        cache = out.past_key_values
+        return [(layer.keys, layer.values) for layer in cache.layers]
+
+    def _rows(self, requests: Sequence[LoglikelihoodRequest], skip: int = 0) -> list[_Row]:
+        """Rows of token ids and segment ids (0 = context, k = continuation k) for the requests.
+
+        With packing, one row per request holds the context (minus the shared prefix of ``skip``
+        tokens) and all continuations, unless they do not fit the window together; otherwise one row per
+        continuation. The context is truncated on the left when a row would exceed the window.
         """
         rows = []
         for r_index, request in enumerate(requests):
@@ -158,18 +191,18 @@ class HFEngine:
                         f"request {r_index}: continuations of {sum(len(c) for c in conts)} tokens do not fit "
                         f"the model's {self.max_length}-token window"
                     )
-                context = list(request.context[-room:])
-                ids = context + [t for c in conts for t in c]
-                segments = [0] * len(context) + [k + 1 for k, c in enumerate(conts) for _ in c]
-                rows.append((ids, segments, [(r_index, c) for c in group]))
+                context = request.context[skip:][-room:]
+                ids = np.fromiter((t for part in (context, *conts) for t in part), dtype=np.int64)
+                segments = np.repeat(np.arange(len(conts) + 1), [len(context), *map(len, conts)])
+                rows.append(_Row(ids, segments, [(r_index, c) for c in group]))
         return rows
 
-    def _batches(self, rows: list) -> list[list]:
+    def _batches(self, rows: list[_Row]) -> list[list[_Row]]:
         """Longest first; a batch holds at most ``batch_size`` rows and ``token_budget`` padded tokens."""
-        order = sorted(range(len(rows)), key=lambda i: (-len(rows[i][0]), i))
+        order = sorted(range(len(rows)), key=lambda i: (-len(rows[i].ids), i))
         batches, current = [], []
         for i in order:
-            width = len(rows[current[0]][0]) if current else len(rows[i][0])
+            width = len(rows[current[0]].ids) if current else len(rows[i].ids)
             if current and (len(current) >= self.batch_size or width * (len(current) + 1) > self.token_budget):
                 batches.append(current)
                 current = []
@@ -178,48 +211,73 @@ class HFEngine:
             batches.append(current)
         return [[rows[i] for i in batch] for batch in batches]
 
-    def _score_batch(self, batch: list) -> list[ContinuationScore]:
+    def _score_batch(self, batch: list[_Row], offset: int = 0, prefix_kv: list | None = None) -> list[ContinuationScore]:
+        """Continuation scores of a batch of rows, in row order then continuation order.
+
+        ``offset`` tokens of shared prefix precede every row; their keys and values are ``prefix_kv``.
+        """
         import torch
 
-        width = len(batch[0][0])
+        width = len(batch[0].ids)
         ids = np.zeros((len(batch), width), dtype=np.int64)
         seg = np.full((len(batch), width), -1, dtype=np.int64)
         pos = np.zeros((len(batch), width), dtype=np.int64)
-        targets: list[tuple[int, int, int, int]] = []  # (row, predicting position, token, score slot)
+        targets = []  # per row: (row, predicting position, token, score slot) columns
         slot = 0
-        for b, (row_ids, row_seg, keys) in enumerate(batch):
-            n, seg_arr = len(row_ids), np.asarray(row_seg)
-            ids[b, :n], seg[b, :n] = row_ids, seg_arr
-            n_ctx = int((seg_arr == 0).sum())
-            pos[b, :n_ctx] = np.arange(n_ctx)
-            start = n_ctx
-            for k in range(len(keys)):
-                length = int((seg_arr == k + 1).sum())
-                pos[b, start : start + length] = np.arange(n_ctx, n_ctx + length)
-                # Token j of this continuation is predicted at the previous position of its own branch.
-                prev = [n_ctx - 1] + list(range(start, start + length - 1))
-                targets += [(b, p, row_ids[start + j], slot) for j, p in enumerate(prev)]
-                start += length
-                slot += 1
+        for b, row in enumerate(batch):
+            n = len(row.ids)
+            ids[b, :n], seg[b, :n] = row.ids, row.segments
+            index = np.arange(n)
+            n_ctx = int((row.segments == 0).sum())
+            starts = np.maximum.accumulate(np.where(np.r_[True, row.segments[1:] != row.segments[:-1]], index, 0))
+            within = index - starts
+            # Every continuation restarts right after the context, as if it were alone.
+            pos[b, :n] = offset + np.where(row.segments == 0, index, n_ctx + within)
+            answer = row.segments > 0
+            predicted_at = np.where(within == 0, n_ctx - 1, index - 1)[answer]
+            targets.append(np.stack([np.full(len(predicted_at), b), predicted_at, row.ids[answer],
+                                     slot + row.segments[answer] - 1], axis=1))
+            slot += len(row.keys)
+        t = torch.from_numpy(np.concatenate(targets)).to(self.device)
         ids_t, seg_t, pos_t = (torch.from_numpy(a).to(self.device) for a in (ids, seg, pos))
         q_seg, k_seg = seg_t[:, :, None], seg_t[:, None, :]
         causal = torch.ones(width, width, dtype=torch.bool, device=self.device).tril()
         mask = causal & (k_seg >= 0) & ((k_seg == 0) | (k_seg == q_seg))
         mask |= torch.eye(width, dtype=torch.bool, device=self.device)  # padded rows attend to themselves
-        t = torch.tensor(targets, device=self.device)
+        cache = None
+        if prefix_kv is not None:
+            from transformers import DynamicCache
+
+            seen = torch.ones(len(batch), width, offset, dtype=torch.bool, device=self.device)
+            mask = torch.cat([seen, mask], dim=2)
+            rows = len(batch)
+            cache = DynamicCache([(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in prefix_kv])
         with torch.inference_mode():
-            hidden = self.model.base_model(input_ids=ids_t, attention_mask=mask[:, None], position_ids=pos_t)[0]
+            hidden = self.model.base_model(
+                input_ids=ids_t, attention_mask=mask[:, None], position_ids=pos_t, past_key_values=cache,
+                use_cache=cache is not None,
+            )[0]
+            # The output head only where an answer token is predicted: most positions need no logits.
             logits = self.model.get_output_embeddings()(hidden[t[:, 0], t[:, 1]]).float()
             logprobs = torch.log_softmax(logits, dim=-1)
             token_lp = logprobs.gather(1, t[:, 2:3]).squeeze(1).double()
-            is_greedy = (logits.argmax(dim=-1) == t[:, 2]).long()
+            missed = (logits.argmax(dim=-1) != t[:, 2]).long()
             total = torch.zeros(slot, dtype=torch.float64, device=self.device).index_add_(0, t[:, 3], token_lp)
-            greedy = torch.zeros(slot, dtype=torch.int64, device=self.device).index_add_(0, t[:, 3], 1 - is_greedy)
-            count = torch.zeros(slot, dtype=torch.int64, device=self.device).index_add_(0, t[:, 3], torch.ones_like(is_greedy))
+            misses = torch.zeros(slot, dtype=torch.int64, device=self.device).index_add_(0, t[:, 3], missed)
+            count = torch.bincount(t[:, 3], minlength=slot)
         return [
-            ContinuationScore(float(lp), bool(g == 0), int(c))
-            for lp, g, c in zip(total.tolist(), greedy.tolist(), count.tolist())
+            ContinuationScore(float(lp), m == 0, int(c))
+            for lp, m, c in zip(total.tolist(), misses.tolist(), count.tolist())
         ]
+
+
+@dataclass(frozen=True)
+class _Row:
+    """One packed row: token ids, segment ids (0 = context), and the (request, continuation) it scores."""
+
+    ids: np.ndarray
+    segments: np.ndarray
+    keys: list[tuple[int, int]]
 
 
 def _with_adapter(model: Any, adapter: str) -> Any:

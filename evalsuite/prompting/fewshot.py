@@ -10,13 +10,14 @@ import random
 from collections import defaultdict
 from typing import Sequence
 
-SAMPLERS = ("random", "first", "balanced")
+SAMPLERS = ("random", "first", "fixed", "balanced")
 
 
 class FewshotSampler:
     """Chooses ``k`` examples from a pool for each evaluated document.
 
-    ``random``: a seeded sample per document; ``first``: the first k of the pool; ``balanced``: round-robin
+    ``random``: a seeded sample per document; ``first``: the first k of the pool; ``fixed``: one seeded
+    sample shared by every document (so the few-shot prefix is computed once); ``balanced``: round-robin
     over gold labels (label order shuffled per document), so each label appears ⌊k/L⌋ or ⌈k/L⌉ times.
     When the pool is the evaluated split itself, the evaluated document is never its own example.
     """
@@ -50,6 +51,9 @@ class FewshotSampler:
         rng = random.Random(f"{self.seed}:{self.salt}:{doc_id}")
         if self.method == "first":
             return candidates[: self.k]
+        if self.method == "fixed":
+            order = random.Random(f"{self.seed}:{self.salt}").sample(range(len(self.pool_ids)), len(self.pool_ids))
+            return [i for i in order if not (self.same_split and self.pool_ids[i] == doc_id)][: self.k]
         if self.method == "random":
             return rng.sample(candidates, self.k)
         by_label: dict[int, list[int]] = defaultdict(list)

@@ -19,7 +19,7 @@ from evalsuite.spec._fields import Fields, read_yaml
 from evalsuite.spec.prompt import PromptSpec, load_prompt
 
 CATEGORIES = ("logical", "commonsense", "semantic_matching")
-SAMPLERS = ("random", "first", "balanced")
+SAMPLERS = ("random", "first", "fixed", "balanced")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
 
