@@ -56,6 +56,7 @@ class HFEngine:
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.batch_size, self.token_budget, self.pack_choices = batch_size, token_budget, pack_choices
         self.share_prefix, self.min_shared_prefix = share_prefix, min_shared_prefix
+        self.stats = {"tokens_computed": 0}  # tokens run through the model, padding excluded
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
             net = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=getattr(torch, dtype))
@@ -92,6 +93,7 @@ class HFEngine:
         scores: list[list[ContinuationScore | None]] = [[None] * len(r.continuations) for r in requests]
         missing = [len(r.continuations) for r in requests]
         prefix_kv = self._prefix_kv(prefix) if prefix else None
+        self.stats["tokens_computed"] += len(prefix) + sum(len(row.ids) for row in rows)
         for batch in self._batches(rows):
             keys = [key for row in batch for key in row.keys]
             for (req_index, cont_index), score in zip(keys, self._score_batch(batch, len(prefix), prefix_kv)):
