@@ -9,5 +9,5 @@ fi
 LIMIT=${LIMIT:-100}
 out=results/demo
 .venv/bin/evalsuite run --model smollm2 --tasks starter --mode zero-shot --limit "$LIMIT" --output "$out"
-.venv/bin/evalsuite run --model smollm2 --tasks starter --mode few-shot --shots 5 --limit "$LIMIT" --output "$out"
+.venv/bin/evalsuite run --model smollm2 --tasks starter --mode few-shot --shots 5 --fewshot-sampler fixed --limit "$LIMIT" --output "$out"
 .venv/bin/evalsuite leaderboard "$out" --output leaderboards
