@@ -447,7 +447,7 @@ def _prompts(r: _Report) -> str:
 def _stability(r: _Report) -> str:
     """Kendall's tau-b between the rankings of systems under two prompt variants, per task and overall."""
     wide = r.wide
-    variants = list(dict.fromkeys(wide["prompt"]))
+    variants = sorted(set(wide["prompt"]))
     rows = []
     for v1, v2 in combinations(variants, 2):
         a = wide[wide["prompt"] == v1].set_index(["model", "adapter", "setting"])
