@@ -15,6 +15,7 @@ from evalsuite.cli import main
 from evalsuite.leaderboard.compare import compare, parse_side
 
 N = 60
+M2 = "m2<i>$"  # markup and a mathtext character in a model name: escaped in the page, literal in the plots
 PAYLOAD = "<script>alert(1)</script>"
 IMG = '<img src=x onerror="window.pwned=1">'
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -22,7 +23,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 # right answers out of 60 per (model, setting, variant) for t_logic and t_common
 SCORES = {("m1", "zero-shot", "plain"): (40, 30), ("m1", "zero-shot", "lettered"): (35, 33),
           ("m1", "few-shot", "plain"): (50, 28), ("m1", "few-shot", "lettered"): (45, 36),
-          ("m2", "zero-shot", "plain"): (20, 45), ("m2", "zero-shot", "lettered"): (25, 40)}
+          (M2, "zero-shot", "plain"): (20, 45), (M2, "zero-shot", "lettered"): (25, 40)}
 
 
 def arith_samples() -> list[dict]:
@@ -41,7 +42,7 @@ def arith_samples() -> list[dict]:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("runs")
-    for model, mode in [("m1", "zero-shot"), ("m1", "few-shot"), ("m2", "zero-shot")]:
+    for model, mode in [("m1", "zero-shot"), ("m1", "few-shot"), (M2, "zero-shot")]:
         parts = []
         for variant in ("plain", "lettered"):
             logic, common = SCORES[model, mode, variant]
@@ -70,7 +71,7 @@ def section(page: str, anchor: str) -> str:
 def test_self_contained_and_escaped(report: Path) -> None:
     page = report.read_text(encoding="utf-8")
     assert page.count("<script") == 1  # ours only
-    assert PAYLOAD not in page and IMG not in page
+    assert PAYLOAD not in page and IMG not in page and "m2<i>" not in page and "m2&lt;i&gt;$" in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "&lt;img src=x onerror=&quot;window.pwned=1&quot;&gt;" in page
     assert not re.search(r'(?:src|href)="(?!data:|#)', page)  # nothing loaded from anywhere else
     assert "Content-Security-Policy" in page and "script-src 'sha256-" in page
@@ -151,7 +152,7 @@ def test_in_chromium_no_errors_escaped_text_and_sorting(report: Path, browser) -
     header = table.locator("thead th", has_text="t_common")
     header.click()
     assert values() == sorted(values(), reverse=True)
-    assert list(zip(models(), prompts()))[:2] == [("m2", "plain"), ("m2", "lettered")]  # 45/60, 40/60
+    assert list(zip(models(), prompts()))[:2] == [(M2, "plain"), (M2, "lettered")]  # 45/60, 40/60
     assert header.get_attribute("aria-sort") == "descending"
     header.click()
     assert values() == sorted(values())

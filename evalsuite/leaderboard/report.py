@@ -201,7 +201,8 @@ def _pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     plt.rcParams.update({"font.size": 9.5, "axes.spines.top": False, "axes.spines.right": False,
-                         "axes.grid": True, "grid.color": "#e5e8eb", "axes.axisbelow": True})
+                         "axes.grid": True, "grid.color": "#e5e8eb", "axes.axisbelow": True,
+                         "text.parse_math": False})  # a '$' in a model or task name is just a character
     return plt
 
 
@@ -568,15 +569,16 @@ def _difficulty(r: _Report) -> str:
     nrows = math.ceil(len(tasks) / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(3.6 * cols + 2.6, 2.8 * nrows), squeeze=False, sharey=True)
     colors = plt.get_cmap("tab10").colors
-    rows = []
+    rows, handles = [], {}
+    labels = sorted({label for lines in table.values() for label in lines})
     for i, task in enumerate(tasks):
         ax = axes[i // cols][i % cols]
-        for j, (label, levels) in enumerate(sorted(table[task].items())[:MAX_PLOT_ROWS]):
+        for label, levels in sorted(table[task].items())[:MAX_PLOT_ROWS]:
             order = sorted(levels, key=lambda x: (not isinstance(x, (int, float)), x if isinstance(x, (int, float)) else str(x)))
             acc = np.array([np.mean(levels[x]) for x in order])
             bounds = np.array([_wilson(sum(levels[x]), len(levels[x])) for x in order])
-            ax.errorbar(range(len(order)), acc, yerr=np.vstack([acc - bounds[:, 0], bounds[:, 1] - acc]), fmt="o-",
-                        ms=4, capsize=2.5, lw=1.2, color=colors[j % 10], label=label if i == 0 else None)
+            handles[label] = ax.errorbar(range(len(order)), acc, yerr=np.vstack([acc - bounds[:, 0], bounds[:, 1] - acc]),
+                                         fmt="o-", ms=4, capsize=2.5, lw=1.2, color=colors[labels.index(label) % 10])
             ax.set_xticks(range(len(order)), [str(x) for x in order])
             rows += [_tr([_td(task), _td(label), _td(x), _num(len(levels[x]), 0), _num(float(np.mean(levels[x]))),
                           _num(lo), _num(hi)]) for x, (lo, hi) in zip(order, bounds)]
@@ -586,7 +588,7 @@ def _difficulty(r: _Report) -> str:
     for k in range(len(tasks), nrows * cols):
         axes[k // cols][k % cols].axis("off")
     axes[0][0].set_ylabel("accuracy")
-    fig.legend(loc="upper left", bbox_to_anchor=(1.0, 0.95), frameon=False, fontsize=8.5)
+    fig.legend(handles.values(), handles.keys(), loc="upper left", bbox_to_anchor=(1.0, 0.95), frameon=False, fontsize=8.5)
     fig.tight_layout()
     plot = _png(fig, "Accuracy by difficulty", "Accuracy (share of correct documents) per difficulty level, with "
                 "95% Wilson score intervals.")
