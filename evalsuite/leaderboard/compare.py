@@ -26,8 +26,8 @@ from evalsuite.results import read_run, read_samples
 from evalsuite.scoring import Predictions
 from evalsuite.scoring.stats import PairedTest, holm, paired_test
 
-__all__ = ["Comparison", "Evaluation", "Side", "TaskComparison", "compare", "load_run", "parse_side",
-           "predictions", "render_text", "side_from_rows"]
+__all__ = ["Comparison", "Evaluation", "Side", "TaskComparison", "compare", "evaluations_of", "load_run",
+           "parse_side", "predictions", "render_text", "system_label"]
 
 SELECTOR_KEYS = ("model", "adapter", "setting", "prompt")
 _POSITIVE = re.compile(r"positive class '.*?' \(index (\d+)\)")
@@ -54,8 +54,12 @@ class Evaluation:
 
     @property
     def system(self) -> str:
-        """Model (+ adapter) and setting, e.g. 'smollm2 · 5-shot'."""
-        return f"{self.model}{' + ' + self.adapter if self.adapter else ''} · {self.setting}"
+        return system_label(self.model, self.adapter, self.setting)
+
+
+def system_label(model: str, adapter: str, setting: str) -> str:
+    """Model (+ adapter) and setting, e.g. 'smollm2 · 5-shot'."""
+    return f"{model}{' + ' + adapter if adapter else ''} · {setting}"
 
 
 @dataclass(frozen=True)
@@ -105,17 +109,19 @@ def load_run(folder: Path) -> list[Evaluation]:
     return out
 
 
-def side_from_rows(long: pd.DataFrame, label: str, cache: dict[str, list[Evaluation]] | None = None) -> Side:
-    """The evaluations named by rows of a ``gather`` table (each row: run folder, task, variant)."""
+Key = tuple[str, str, str, str, str]  # model, adapter, setting, variant, task: a row of the gather table
+
+
+def evaluations_of(long: pd.DataFrame, cache: dict[str, dict[tuple[str, str], Evaluation]] | None = None
+                   ) -> dict[Key, Evaluation]:
+    """The evaluation (with samples) behind each row of a ``gather`` table; each run folder is read once."""
     cache = {} if cache is None else cache
-    chosen = {}
-    for folder, task, variant in long[["folder", "task", "variant"]].itertuples(index=False):
-        if folder not in cache:
-            cache[folder] = load_run(Path(folder))
-        for ev in cache[folder]:
-            if (ev.task, ev.variant) == (task, variant):
-                chosen[task, variant] = ev
-    return Side(label, chosen)
+    out = {}
+    for row in long.itertuples(index=False):
+        if row.folder not in cache:
+            cache[row.folder] = {(ev.task, ev.variant): ev for ev in load_run(Path(row.folder))}
+        out[row.model, row.adapter, row.setting, row.variant, row.task] = cache[row.folder][row.task, row.variant]
+    return out
 
 
 def _select(long: pd.DataFrame, selector: dict[str, str]) -> pd.DataFrame:
@@ -138,7 +144,7 @@ def _describe(selector: dict[str, str]) -> str:
 
 
 def parse_side(spec: str, run_dirs: Sequence[Path] = (Path("results"),),
-               cache: dict[str, list[Evaluation]] | None = None) -> Side:
+               cache: dict[str, dict[tuple[str, str], Evaluation]] | None = None) -> Side:
     """A run folder, or ``key=value,…`` (keys: model, adapter, setting, prompt) selecting a leaderboard row."""
     path = Path(spec)
     if (path / "results.json").is_file():
@@ -163,9 +169,9 @@ def parse_side(spec: str, run_dirs: Sequence[Path] = (Path("results"),),
         raise EvalsuiteError(f"no results match {_describe(selector)} in {searched}; `evalsuite leaderboard` lists "
                              "the rows (model, setting, prompt)")
     first = rows.iloc[0]
-    system = f"{first['model']}{' + ' + first['adapter'] if first['adapter'] else ''} · {first['setting']}"
-    prompt = f" · prompt {selector['prompt']}" if "prompt" in selector else ""
-    return side_from_rows(rows, system + prompt, cache)
+    label = system_label(first["model"], first["adapter"], first["setting"])
+    label += f" · prompt {selector['prompt']}" if "prompt" in selector else ""
+    return Side(label, {(key[4], key[3]): ev for key, ev in evaluations_of(rows, cache).items()})
 
 
 def predictions(ev: Evaluation, samples: Sequence[dict[str, Any]]) -> Predictions:

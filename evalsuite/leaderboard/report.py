@@ -27,8 +27,16 @@ import numpy as np
 import pandas as pd
 
 from evalsuite.errors import EvalsuiteError
-from evalsuite.leaderboard import DEFINITIONS, LONG_COLUMNS, _metric_definitions, _runs, gather, leaderboard_table
-from evalsuite.leaderboard.compare import Comparison, Evaluation, Side, compare, load_run
+from evalsuite.leaderboard import (
+    DEFINITIONS,
+    LONG_COLUMNS,
+    _label,
+    _metric_definitions,
+    _runs,
+    gather,
+    leaderboard_table,
+)
+from evalsuite.leaderboard.compare import Comparison, Evaluation, Side, compare, evaluations_of, system_label
 from evalsuite.results import atomic_write_text
 from evalsuite.scoring.stats import fleiss_kappa, kendall_tau_b
 
@@ -178,8 +186,9 @@ def _num(x: Any, digits: int = 3, signed: bool = False) -> str:
     return f'<td class="num" data-v="{_v(x)}">{_f(x, digits, signed)}</td>'
 
 
-def _system(model: str, adapter: str, setting: str) -> str:
-    return f"{model}{' + ' + adapter if adapter else ''} · {setting}"
+def _row_label(row: pd.Series) -> str:
+    """A leaderboard row: 'model · setting · prompt'."""
+    return f"{system_label(row['model'], row['adapter'], row['setting'])} · {row['prompt']}"
 
 
 def _png(fig: Any, alt: str, caption: str) -> str:
@@ -240,7 +249,7 @@ def _ranking(r: _Report) -> str:
     header += [(c.replace("_", " "), "num") for c in r.categories] + [("tasks", "num")]
     rows = []
     for i, (_, d) in enumerate(r.wide.iterrows(), start=1):
-        cells = [_num(i, 0), _td(d["model"] + (f" + {d['adapter']}" if d["adapter"] else "")), _td(d["setting"]),
+        cells = [_num(i, 0), _td(_label(d)), _td(d["setting"]),
                  _td(d["prompt"]), _value_cell(d["overall"], d["overall__low"], d["overall__high"])]
         cells += [_value_cell(d[f"{c}__mean"], d[f"{c}__low"], d[f"{c}__high"]) for c in r.categories]
         cells.append(f'<td class="num" data-v="{d["overall__k"]}">{d["overall__k"]}/{len(r.tasks)}</td>')
@@ -263,7 +272,7 @@ def _category_plot(r: _Report) -> str:
         low = np.array([row[f"{g}__low"] for g in groups], dtype=float)
         high = np.array([row[f"{g}__high"] for g in groups], dtype=float)
         x = np.arange(len(groups)) - 0.4 + width * (j + 0.5)
-        label = f"{_system(row['model'], row['adapter'], row['setting'])} · {row['prompt']}"
+        label = _row_label(row)
         ax.bar(x, values, width * 0.92, color=colors[j % 10], label=label,
                yerr=np.vstack([values - low, high - values]), capsize=3, error_kw={"elinewidth": 1, "ecolor": "#333"})
     ax.set_xticks(np.arange(len(groups)), names)
@@ -280,7 +289,7 @@ def _per_task(r: _Report) -> str:
     header += [(f"{t['task']} · {t['metric']}", "num") for t in r.tasks]
     rows = []
     for _, row in r.wide.iterrows():
-        cells = [_td(row["model"] + (f" + {row['adapter']}" if row["adapter"] else "")), _td(row["setting"]),
+        cells = [_td(_label(row)), _td(row["setting"]),
                  _td(row["prompt"])]
         for t in r.tasks:
             n = row[f"{t['task']}__n"]
@@ -306,7 +315,7 @@ def _task_plot(r: _Report) -> str:
         lo = np.array([row[f"{t}__low"] for t in tasks], dtype=float)
         hi = np.array([row[f"{t}__high"] for t in tasks], dtype=float)
         ax.errorbar(v, y, xerr=np.vstack([v - lo, hi - v]), fmt="o", ms=4.5, capsize=2.5, lw=1.2,
-                    color=colors[j % 10], label=f"{_system(row['model'], row['adapter'], row['setting'])} · {row['prompt']}")
+                    color=colors[j % 10], label=_row_label(row))
     ax.set_yticks(np.arange(len(tasks)), [f"{t} ({r.metric_of[t]})" for t in tasks])
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
@@ -425,7 +434,7 @@ def _prompts(r: _Report) -> str:
             cells += [_num(mean), _num(sd), _num(spread), _td(worst_name), _delta_cell(test, row.p_holm if row else math.nan),
                       _num(test.p_value if test else None, 4), _num(row.p_holm if test else None, 4)]
             body.append(_tr(cells))
-        label = _system(*system)
+        label = system_label(*system)
         parts.append(f"<h3>{e(label)}</h3>" + _table(header, body) + _unpaired_note([result]))
         worst_names = Counter(s[4] for s in stats).most_common(1)[0]
         summary.append(_tr([_td(label), _num(len(tasks), 0), _num(float(np.mean([s[0] for s in stats]))),
@@ -497,7 +506,7 @@ def _agreement(r: _Report) -> str:
             right = np.array([[bool(m[d]["correct"]) for m in by_doc] for d in docs])
             pairs = list(combinations(range(len(variants)), 2))
             pairwise = float(np.mean([np.mean(preds[:, i] == preds[:, j]) for i, j in pairs]))
-            rows.append(_tr([_td(_system(*system)), _td(t["task"]), _num(len(variants), 0), _num(len(docs), 0),
+            rows.append(_tr([_td(system_label(*system)), _td(t["task"]), _num(len(variants), 0), _num(len(docs), 0),
                              _num(float(np.mean((preds == preds[:, :1]).all(axis=1)))), _num(pairwise),
                              _num(fleiss_kappa(preds)), _num(float(right.all(axis=1).mean())),
                              _num(float(right.any(axis=1).mean()))]))
@@ -531,7 +540,7 @@ def _self_consistency(r: _Report) -> str:
         shares = np.array([_votes_share(s["votes"])[0] for s in voted])
         correct = np.array([bool(s["correct"]) for s in voted])
         unanimous = np.isclose(shares, 1.0)
-        rows.append(_tr([_td(_system(*key[:3])), _td(key[4]), _td(key[3]), _num(len(voted), 0),
+        rows.append(_tr([_td(system_label(*key[:3])), _td(key[4]), _td(key[3]), _num(len(voted), 0),
                          _num(float(np.mean([len(s["votes"]) for s in voted])), 1), _num(float(shares.mean())),
                          _num(float(unanimous.mean())), _num(float(correct[unanimous].mean()) if unanimous.any() else None),
                          _num(float(correct[~unanimous].mean()) if (~unanimous).any() else None)]))
@@ -559,7 +568,7 @@ def _difficulty(r: _Report) -> str:
     for key, ev in r.ev.items():
         for s in ev.samples:
             if s.get("difficulty") is not None:
-                label = f"{_system(*key[:3])} · {key[3]}"
+                label = f"{system_label(*key[:3])} · {key[3]}"
                 table.setdefault(key[4], {}).setdefault(label, {}).setdefault(s["difficulty"], []).append(bool(s["correct"]))
     if not table:
         return '<p class="note">No run recorded document difficulty (generated tasks record it).</p>'
@@ -630,7 +639,7 @@ def _errors(r: _Report) -> str:
     for t in r.tasks:
         task = t["task"]
         evs = [(k, ev) for k, ev in r.ev.items() if k[4] == task]
-        matrices = "".join(_confusion(f"{_system(*k[:3])} · {k[3]}", ev) for k, ev in evs)
+        matrices = "".join(_confusion(f"{system_label(*k[:3])} · {k[3]}", ev) for k, ev in evs)
         wrong = [(c, k, s) for k, ev in evs for s in ev.samples if not s.get("correct") for c in [_confidence(s)]]
         ranked = sorted(wrong, key=lambda w: (w[0] is None, -(w[0][0] if w[0] else 0)))[:WRONG_SHOWN]
         rows = []
@@ -639,7 +648,7 @@ def _errors(r: _Report) -> str:
             extracted = f'<div class="muted">extracted: {e(s.get("extracted"))}</div>' if "extracted" in s else ""
             choices = _choices(s)
             rows.append(
-                f"<tr><td>{e(_system(*k[:3]))}<div class='muted'>{e(k[3])} · doc {e(s.get('doc_id'))}</div></td>"
+                f"<tr><td>{e(system_label(*k[:3]))}<div class='muted'>{e(k[3])} · doc {e(s.get('doc_id'))}</div></td>"
                 f'<td class="num" data-v="{_v(conf[0] if conf else None)}">{e(conf[1]) if conf else "—"}</td>'
                 f"<td>{shown}{extracted}</td><td>{e(s.get('gold_text'))}</td>"
                 f'<td class="wide"><pre>{e(s.get("prompt"))}</pre>'
@@ -695,7 +704,7 @@ def _definitions(r: _Report) -> str:
 
 def _cards(r: _Report) -> str:
     top = r.wide.iloc[0]
-    cards = [("Best overall", _f(top["overall"]), f"{_system(top['model'], top['adapter'], top['setting'])} · {top['prompt']}"),
+    cards = [("Best overall", _f(top["overall"]), _row_label(top)),
              ("Rows", str(len(r.wide)), f"{len(r.systems)} model × setting, {r.wide['prompt'].nunique()} prompt variant(s)"),
              ("Tasks", str(len(r.tasks)), ", ".join(c.replace("_", " ") for c in r.categories)),
              ("Documents scored", f"{sum(len(ev.samples) for ev in r.ev.values()):,}", f"{r.long['run_id'].nunique()} run(s)")]
@@ -744,14 +753,7 @@ def build_report(run_dirs: Sequence[Path], output: Path) -> Path:
         raise EvalsuiteError(f"no complete runs found in {searched} (a run folder holds results.json; unfinished "
                              "*.partial folders are skipped): run `evalsuite run` first, or point at its --output folder")
     wide = leaderboard_table(long)
-    loaded: dict[str, list[Evaluation]] = {}
-    evaluations = {}
-    for row in long.itertuples(index=False):
-        if row.folder not in loaded:
-            loaded[row.folder] = load_run(Path(row.folder))
-        for ev in loaded[row.folder]:
-            if (ev.task, ev.variant) == (row.task, row.variant):
-                evaluations[row.model, row.adapter, row.setting, row.variant, row.task] = ev
+    evaluations = evaluations_of(long)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     path = output / "index.html"
