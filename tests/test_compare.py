@@ -119,3 +119,43 @@ def test_cli_text_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert data["rows"][0]["p_value"] == pytest.approx(22 / 1024) and len(data["rows"][0]["only_in_a"]) == 2
     assert main(["compare", str(a), str(b), "--metric", "nonsense"]) == 2
     assert "unknown metric" in capsys.readouterr().err
+
+
+class ChoiceEngine:
+    """Scores choice ``pick(i)`` of the i-th request best."""
+
+    def __init__(self, tokenizer, pick):
+        self.tokenizer, self.pick = tokenizer, pick
+
+    def describe(self):
+        return {"engine": "scripted", "model_sha256": "0" * 64, "dtype": "none"}
+
+    def loglikelihood(self, requests, progress=None):
+        from evalsuite.engines import ContinuationScore
+
+        return [tuple(ContinuationScore(-1.0 if k == self.pick(i) else -5.0, False, len(c))
+                      for k, c in enumerate(r.continuations)) for i, r in enumerate(requests)]
+
+
+def test_real_pipeline_runs_pair_by_content(tmp_path: Path, data_dir: Path) -> None:
+    """Zero-shot on 20 rte documents vs 2-shot on 24: the 20 shared documents pair by their content hash, the 4
+    extra are reported, and the McNemar counts are those of the known predictions."""
+    from tiny_models import byte_tokenizer
+
+    from evalsuite.api import evaluate, load_tasks
+    from evalsuite.data import load_split
+
+    task = load_tasks()["rte"]
+    gold = [d["label"] for d in load_split(task, task.eval_split, data_dir).docs[:24]]
+    tok = byte_tokenizer()
+    first = evaluate("scripted", "rte", engine=ChoiceEngine(tok, lambda i: 0), limit=20, data_dir=data_dir,
+                     output=tmp_path, progress=False)
+    right = lambda i: gold[i] if i % 3 == 0 else 1 - gold[i]  # noqa: E731
+    second = evaluate("scripted", "rte", engine=ChoiceEngine(tok, right), mode="few-shot", shots=2, limit=24,
+                      data_dir=data_dir, output=tmp_path, progress=False)
+    [row] = compare(parse_side(str(first.path)), parse_side(str(second.path)), n_boot=500).rows
+    assert row.paired_by == "doc_hash" and row.test.n == 20 and len(row.only_in_b) == 4 and not row.only_in_a
+    a_right = [g == 0 for g in gold[:20]]
+    b_right = [i % 3 == 0 for i in range(20)]
+    assert row.test.only_a == sum(a and not b for a, b in zip(a_right, b_right))
+    assert row.test.only_b == sum(b and not a for a, b in zip(a_right, b_right))
