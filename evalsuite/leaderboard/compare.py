@@ -26,7 +26,7 @@ from evalsuite.results import read_run, read_samples
 from evalsuite.scoring import Predictions
 from evalsuite.scoring.stats import PairedTest, holm, paired_test
 
-__all__ = ["Comparison", "Evaluation", "Side", "TaskComparison", "compare", "evaluations_of", "load_run",
+__all__ = ["Comparison", "Evaluation", "Side", "TaskComparison", "compare", "evaluations_of", "format_p", "load_run",
            "parse_side", "predictions", "render_text", "system_label"]
 
 SELECTOR_KEYS = ("model", "adapter", "setting", "prompt")
@@ -301,6 +301,11 @@ def compare(a: Side, b: Side, metric: str = "accuracy", *, n_boot: int = 10000, 
     return Comparison(a.label, b.label, metric, rows, notes)
 
 
+def format_p(p: float) -> str:
+    """Four decimals, or two significant digits below 0.0001 (an exact test can give 1e-12)."""
+    return f"{p:.4f}" if p >= 1e-4 else f"{p:.1e}"
+
+
 def _ids(keys: list[Any], limit: int = 8) -> str:
     shown = ", ".join(map(str, keys[:limit]))
     return shown + (f", … ({len(keys) - limit} more)" if len(keys) > limit else "")
@@ -320,7 +325,7 @@ def render_text(result: Comparison) -> str:
         t = r.test
         test = t.test + (f" ({t.only_a} vs {t.only_b} discordant)" if t.only_a is not None else "")
         body.append([r.task, prompt, t.metric, str(t.n), f"{t.value_a:.3f}", f"{t.value_b:.3f}", f"{t.diff:+.3f}",
-                     f"[{t.low:+.3f}, {t.high:+.3f}]", f"{t.p_value:.4f}", f"{r.p_holm:.4f}", test])
+                     f"[{t.low:+.3f}, {t.high:+.3f}]", format_p(t.p_value), format_p(r.p_holm), test])
     widths = [max(len(h), *(len(row[i]) for row in body)) if body else len(h) for i, h in enumerate(header)]
     lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip())
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in body]

@@ -36,7 +36,7 @@ from evalsuite.leaderboard import (
     gather,
     leaderboard_table,
 )
-from evalsuite.leaderboard.compare import Comparison, Evaluation, Side, compare, evaluations_of, system_label
+from evalsuite.leaderboard.compare import Comparison, Evaluation, Side, compare, evaluations_of, format_p, system_label
 from evalsuite.results import atomic_write_text
 from evalsuite.scoring.stats import fleiss_kappa, kendall_tau_b
 
@@ -184,6 +184,11 @@ def _td(text: Any, cls: str = "") -> str:
 
 def _num(x: Any, digits: int = 3, signed: bool = False) -> str:
     return f'<td class="num" data-v="{_v(x)}">{_f(x, digits, signed)}</td>'
+
+
+def _p(p: float | None) -> str:
+    """A p-value cell."""
+    return '<td class="num" data-v="">—</td>' if p is None else f'<td class="num" data-v="{_v(p)}">{format_p(p)}</td>'
 
 
 def _row_label(row: pd.Series) -> str:
@@ -362,8 +367,8 @@ def _settings(r: _Report) -> str:
                 for s in others:
                     row = _comparison_rows(results[s]).get((t["task"], variant))
                     test = row.test if row else None
-                    cells += [_delta_cell(test, row.p_holm if row else math.nan), _num(test.p_value if test else None, 4),
-                              _num(row.p_holm if test else None, 4)]
+                    cells += [_delta_cell(test, row.p_holm if row else math.nan), _p(test.p_value if test else None),
+                              _p(row.p_holm if test else None)]
                 rows.append(_tr(cells))
         significant = sum(1 for s in others for row in results[s].rows if row.test and row.p_holm <= ALPHA)
         tested = sum(1 for s in others for row in results[s].rows if row.test)
@@ -432,7 +437,7 @@ def _prompts(r: _Report) -> str:
             row = by_task.get(task)
             test = row.test if row else None
             cells += [_num(mean), _num(sd), _num(spread), _td(worst_name), _delta_cell(test, row.p_holm if row else math.nan),
-                      _num(test.p_value if test else None, 4), _num(row.p_holm if test else None, 4)]
+                      _p(test.p_value if test else None), _p(row.p_holm if test else None)]
             body.append(_tr(cells))
         label = system_label(*system)
         parts.append(f"<h3>{e(label)}</h3>" + _table(header, body) + _unpaired_note([result]))
