@@ -36,7 +36,16 @@ from evalsuite.leaderboard import (
     gather,
     leaderboard_table,
 )
-from evalsuite.leaderboard.compare import Comparison, Evaluation, Side, compare, evaluations_of, format_p, system_label
+from evalsuite.leaderboard.compare import (
+    Comparison,
+    Evaluation,
+    Side,
+    TaskComparison,
+    compare,
+    evaluations_of,
+    format_p,
+    system_label,
+)
 from evalsuite.results import atomic_write_text
 from evalsuite.scoring.stats import fleiss_kappa, kendall_tau_b
 
@@ -329,16 +338,15 @@ def _task_plot(r: _Report) -> str:
     return _png(fig, "Per-task score with 95% intervals", "Each task's main metric with its 95% interval, per row.")
 
 
-def _delta_cell(test: Any, p_holm: float) -> str:
-    if test is None:
-        return '<td class="num" data-v="">—</td>'
-    cls = ("sig " if p_holm <= ALPHA else "") + ("neg" if test.diff < 0 else "")
-    return (f'<td class="num {cls.strip()}" data-v="{_v(test.diff)}">{_f(test.diff, signed=True)}'
-            f'<span class="ci">[{_f(test.low, signed=True)}, {_f(test.high, signed=True)}]</span></td>')
-
-
-def _comparison_rows(result: Comparison) -> dict[tuple[str, str], Any]:
-    return {(row.task, row.variant_a): row for row in result.rows}
+def _test_cells(row: TaskComparison | None) -> list[str]:
+    """A paired comparison's difference with its interval, p and Holm-adjusted p (dashes when untested)."""
+    if row is None or row.test is None:
+        return ['<td class="num" data-v="">—</td>'] * 3
+    t = row.test
+    cls = " ".join(c for c in ("sig" if row.p_holm <= ALPHA else "", "neg" if t.diff < 0 else "") if c)
+    delta = (f'<td class="num {cls}" data-v="{_v(t.diff)}">{_f(t.diff, signed=True)}'
+             f'<span class="ci">[{_f(t.low, signed=True)}, {_f(t.high, signed=True)}]</span></td>')
+    return [delta, _p(t.p_value), _p(row.p_holm)]
 
 
 def _settings(r: _Report) -> str:
@@ -365,10 +373,8 @@ def _settings(r: _Report) -> str:
                     ev = r.of(model, adapter, s, variant, t["task"])
                     cells.append(_value_cell(*r.stored(ev)) if ev else _value_cell(None))
                 for s in others:
-                    row = _comparison_rows(results[s]).get((t["task"], variant))
-                    test = row.test if row else None
-                    cells += [_delta_cell(test, row.p_holm if row else math.nan), _p(test.p_value if test else None),
-                              _p(row.p_holm if test else None)]
+                    cells += _test_cells(next((row for row in results[s].rows
+                                               if (row.task, row.variant_a) == (t["task"], variant)), None))
                 rows.append(_tr(cells))
         significant = sum(1 for s in others for row in results[s].rows if row.test and row.p_holm <= ALPHA)
         tested = sum(1 for s in others for row in results[s].rows if row.test)
@@ -415,37 +421,32 @@ def _prompts(r: _Report) -> str:
         if not tasks:
             continue
         names = list(dict.fromkeys(v for t in tasks for v in r.variants(system, t)))
-        best, worst, rows, stats = {}, {}, [], []
+        spread = []
         for task in tasks:
             scores = {v: r.stored(r.of(*system, v, task))[0] for v in r.variants(system, task)}
             values = np.array(list(scores.values()))
-            best[task] = [max(scores, key=scores.get)]
-            worst[task] = [min(scores, key=scores.get)]
-            stats.append((values.mean(), values.std(ddof=1), values.max() - values.min(), min(scores.values()), worst[task][0]))
-            rows.append((task, scores))
-        result = compare(r.side(system, "best", best), r.side(system, "worst", worst), "main", n_boot=N_BOOT)
+            spread.append({"task": task, "mean": values.mean(), "sd": values.std(ddof=1), "range": np.ptp(values),
+                           "lowest": values.min(), "best": max(scores, key=scores.get),
+                           "worst": min(scores, key=scores.get)})
+        result = compare(r.side(system, "best", {x["task"]: [x["best"]] for x in spread}),
+                         r.side(system, "worst", {x["task"]: [x["worst"]] for x in spread}), "main", n_boot=N_BOOT)
         by_task = {row.task: row for row in result.rows}
-        header = [("task", "text")] + [(v, "num") for v in names] + [
-            ("mean", "num"), ("sd", "num"), ("range", "num"), ("worst", "text"), ("best − worst", "num"),
-            ("p", "num"), ("p (Holm)", "num")]
         body = []
-        for (task, scores), (mean, sd, spread, _, worst_name) in zip(rows, stats):
-            cells = [_td(task)]
+        for x in spread:
+            cells = [_td(x["task"])]
             for v in names:
-                ev = r.of(*system, v, task)
+                ev = r.of(*system, v, x["task"])
                 cells.append(_value_cell(*r.stored(ev)) if ev else _value_cell(None))
-            row = by_task.get(task)
-            test = row.test if row else None
-            cells += [_num(mean), _num(sd), _num(spread), _td(worst_name), _delta_cell(test, row.p_holm if row else math.nan),
-                      _p(test.p_value if test else None), _p(row.p_holm if test else None)]
+            cells += [_num(x["mean"]), _num(x["sd"]), _num(x["range"]), _td(x["worst"]), *_test_cells(by_task.get(x["task"]))]
             body.append(_tr(cells))
         label = system_label(*system)
+        header = [("task", "text"), *((v, "num") for v in names), ("mean", "num"), ("sd", "num"), ("range", "num"),
+                  ("worst", "text"), ("best − worst", "num"), ("p", "num"), ("p (Holm)", "num")]
         parts.append(f"<h3>{e(label)}</h3>" + _table(header, body) + _unpaired_note([result]))
-        worst_names = Counter(s[4] for s in stats).most_common(1)[0]
-        summary.append(_tr([_td(label), _num(len(tasks), 0), _num(float(np.mean([s[0] for s in stats]))),
-                            _num(float(np.mean([s[1] for s in stats]))), _num(float(np.mean([s[2] for s in stats]))),
-                            _num(float(np.mean([s[3] for s in stats]))),
-                            _td(f"{worst_names[0]} ({worst_names[1]} of {len(tasks)} tasks)")]))
+        worst, count = Counter(x["worst"] for x in spread).most_common(1)[0]
+        summary.append(_tr([_td(label), _num(len(tasks), 0),
+                            *(_num(float(np.mean([x[k] for x in spread]))) for k in ("mean", "sd", "range", "lowest")),
+                            _td(f"{worst} ({count} of {len(tasks)} tasks)")]))
     if not parts:
         return ('<p class="lead">No system was run with more than one prompt variant of a task. Run with '
                 "<code>--prompts all</code> to compare prompting strategies.</p>")
