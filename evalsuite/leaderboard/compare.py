@@ -335,6 +335,10 @@ def render_text(result: Comparison) -> str:
                      f"0/1 per-document metrics (accuracy), two-sided paired bootstrap otherwise (F1, MCC); 95% "
                      f"interval: paired percentile bootstrap. p (Holm): Holm step-down over the {len(tested)} "
                      "comparisons above (family-wise error rate).")
+    keys = sorted({r.paired_by for r in tested})
+    if keys:
+        lines.append("Documents paired by " + " and ".join(
+            "content hash (doc_hash)" if k == "doc_hash" else "position in the same data (doc_id)" for k in keys) + ".")
     unpaired = [r for r in result.rows if r.only_in_a or r.only_in_b or r.gold_differs]
     if unpaired:
         lines.append("Documents not in both runs (left out of the tests):")

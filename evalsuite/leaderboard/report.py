@@ -195,9 +195,11 @@ def _num(x: Any, digits: int = 3, signed: bool = False) -> str:
     return f'<td class="num" data-v="{_v(x)}">{_f(x, digits, signed)}</td>'
 
 
-def _p(p: float | None) -> str:
-    """A p-value cell."""
-    return '<td class="num" data-v="">—</td>' if p is None else f'<td class="num" data-v="{_v(p)}">{format_p(p)}</td>'
+def _p(p: float | None, how: str = "") -> str:
+    """A p-value cell; ``how`` (the test and its counts) shows on hover."""
+    if p is None:
+        return '<td class="num" data-v="">—</td>'
+    return f'<td class="num" data-v="{_v(p)}" title="{e(how)}">{format_p(p)}</td>'
 
 
 def _row_label(row: pd.Series) -> str:
@@ -346,7 +348,9 @@ def _test_cells(row: TaskComparison | None) -> list[str]:
     cls = " ".join(c for c in ("sig" if row.p_holm <= ALPHA else "", "neg" if t.diff < 0 else "") if c)
     delta = (f'<td class="num {cls}" data-v="{_v(t.diff)}">{_f(t.diff, signed=True)}'
              f'<span class="ci">[{_f(t.low, signed=True)}, {_f(t.high, signed=True)}]</span></td>')
-    return [delta, _p(t.p_value), _p(row.p_holm)]
+    how = f"{t.test} on n = {t.n} paired documents" + (
+        f" ({t.only_a} right only in the first, {t.only_b} only in the second)" if t.only_a is not None else "")
+    return [delta, _p(t.p_value, how), _p(row.p_holm, how)]
 
 
 def _settings(r: _Report) -> str:
