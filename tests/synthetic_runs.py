@@ -56,14 +56,14 @@ def evaluation(task: str, variant: str, docs: list[dict[str, Any]], *, category:
 
 def write_run(root: Path, model: str, parts: Sequence[tuple[dict[str, Any], list[dict[str, Any]]]], *,
               mode: str = "zero-shot", shots: int = 0, created: str = "2026-11-22T18:00:00+00:00",
-              run_id: str | None = None) -> Path:
+              run_id: str | None = None, adapter: str | None = None) -> Path:
     """A complete run folder under ``root`` holding (evaluation, samples) pairs."""
-    run_id = run_id or f"{created[:19].replace(':', '')}-{model}-{mode}-{shots}"
+    run_id = run_id or f"{created[:19].replace(':', '')}-{model}-{mode}-{shots}{'-' + adapter if adapter else ''}"
     folder = Path(root) / run_id
     folder.mkdir(parents=True)
     record = {
         "schema_version": 1, "run_id": run_id, "created": created,
-        "config": {"model": model, "engine": "hf", "adapter": None, "mode": mode, "shots": shots, "seed": 0},
+        "config": {"model": model, "engine": "hf", "adapter": adapter, "mode": mode, "shots": shots, "seed": 0},
         "model": {"engine": "hf", "model_path": f"/models/{model}", "dtype": "float32"},
         "versions": {}, "timings": {}, "evaluations": [ev for ev, _ in parts],
     }

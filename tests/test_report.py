@@ -54,6 +54,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
             docs = arith_samples()
             parts.append((evaluation("arith", "cot", docs, metrics=("accuracy",)), docs))
         write_run(root, model, parts, mode=mode, shots=5 if mode == "few-shot" else 0)
+    tuned = samples("t_logic", "plain", pattern(N, 55, 1))  # a fine-tuned adapter of m1: one task, one prompt
+    write_run(root, "m1", [(evaluation("t_logic", "plain", tuned), tuned)], mode="fine-tuned", adapter="lora1")
     return root
 
 
@@ -86,7 +88,7 @@ def test_settings_section_shows_paired_tests(report: Path, runs: Path) -> None:
     for row in result.rows:
         assert f"{row.test.p_value:.4f}" in settings and f"{row.p_holm:.4f}" in settings
         assert f"{row.test.diff:+.3f}" in settings
-    assert "5-shot − zero-shot" in settings
+    assert "5-shot − zero-shot" in settings and "fine-tuned + lora1 − zero-shot" in settings
 
 
 def test_prompt_robustness_and_ranking_stability(report: Path) -> None:

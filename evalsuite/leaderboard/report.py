@@ -354,40 +354,38 @@ def _test_cells(row: TaskComparison | None) -> list[str]:
 
 
 def _settings(r: _Report) -> str:
-    """Per model: each task × prompt variant under every setting, and each setting against the baseline."""
-    models = list(dict.fromkeys((m, a) for m, a, _ in r.systems))
+    """Per model: each task × prompt variant under every setting (an adapter is a setting of its base model),
+    and each setting against the baseline (zero-shot without adapter when there is one)."""
     parts = []
-    for model, adapter in models:
-        settings = [s for m, a, s in r.systems if (m, a) == (model, adapter)]
-        if len(settings) < 2:
+    for model in dict.fromkeys(m for m, _, _ in r.systems):
+        systems = sorted([x for x in r.systems if x[0] == model], key=lambda x: (x[1] != "", _setting_order(x[2]), x))
+        if len(systems) < 2:
             continue
-        settings = sorted(settings, key=_setting_order)
-        base = settings[0]
-        others = settings[1:]
-        results = {s: compare(r.side((model, adapter, s), s), r.side((model, adapter, base), base), "main",
-                              n_boot=N_BOOT) for s in others}
-        header = [("task", "text"), ("prompt", "text"), ("metric", "text")] + [(s, "num") for s in settings]
-        for s in others:
-            header += [(f"{s} − {base}", "num"), ("p", "num"), ("p (Holm)", "num")]
+        name = {x: x[2] + (f" + {x[1]}" if x[1] else "") for x in systems}
+        base, others = systems[0], systems[1:]
+        results = {x: compare(r.side(x, name[x]), r.side(base, name[base]), "main", n_boot=N_BOOT) for x in others}
+        header = [("task", "text"), ("prompt", "text"), ("metric", "text"), *((name[x], "num") for x in systems)]
+        for x in others:
+            header += [(f"{name[x]} − {name[base]}", "num"), ("p", "num"), ("p (Holm)", "num")]
         rows = []
         for t in r.tasks:
-            for variant in sorted({v for s in settings for v in r.variants((model, adapter, s), t["task"])}):
+            for variant in sorted({v for x in systems for v in r.variants(x, t["task"])}):
                 cells = [_td(t["task"]), _td(variant), _td(r.metric_of[t["task"]])]
-                for s in settings:
-                    ev = r.of(model, adapter, s, variant, t["task"])
+                for x in systems:
+                    ev = r.of(*x, variant, t["task"])
                     cells.append(_value_cell(*r.stored(ev)) if ev else _value_cell(None))
-                for s in others:
-                    cells += _test_cells(next((row for row in results[s].rows
+                for x in others:
+                    cells += _test_cells(next((row for row in results[x].rows
                                                if (row.task, row.variant_a) == (t["task"], variant)), None))
                 rows.append(_tr(cells))
-        significant = sum(1 for s in others for row in results[s].rows if row.test and row.p_holm <= ALPHA)
-        tested = sum(1 for s in others for row in results[s].rows if row.test)
-        parts.append(f"<h3>{e(model + (' + ' + adapter if adapter else ''))}</h3>"
-                     f'<p class="lead">{significant} of {tested} paired differences against {e(base)} are significant '
-                     f"after Holm correction (α = {ALPHA}).</p>" + _table(header, rows) + _unpaired_note(results.values()))
+        tested = [row for result in results.values() for row in result.rows if row.test]
+        significant = sum(row.p_holm <= ALPHA for row in tested)
+        parts.append(f"<h3>{e(model)}</h3><p class=\"lead\">{significant} of {len(tested)} paired differences against "
+                     f"{e(name[base])} are significant after Holm correction (α = {ALPHA}).</p>"
+                     + _table(header, rows) + _unpaired_note(results.values()))
     if not parts:
         return ('<p class="lead">No model was run in more than one setting. Run it zero-shot and with '
-                "<code>--shots K</code> (or as a fine-tuned checkpoint) to see the settings side by side.</p>")
+                "<code>--shots K</code> (or with a fine-tuned adapter) to see the settings side by side.</p>")
     return ('<p class="lead">Each setting\'s score per task and prompt variant; the difference to the baseline setting '
             "on the same documents, with its 95% paired-bootstrap interval and a paired test (exact McNemar for "
             "accuracy, paired bootstrap for F1 and MCC), Holm-corrected across the tasks and variants of each "
