@@ -170,7 +170,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     runs, cache = args.runs or [Path("results")], {}
     result = compare(parse_side(args.a, runs, cache), parse_side(args.b, runs, cache), args.metric,
                      n_boot=args.bootstrap, seed=args.seed)
-    print(json.dumps(result.to_dict(), indent=2, allow_nan=False, default=str) if args.json else render_text(result), end="\n" if args.json else "")
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2, allow_nan=False, default=str))
+    else:
+        print(render_text(result), end="")
     return 0
 
 
