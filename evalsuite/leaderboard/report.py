@@ -140,8 +140,9 @@ summary { cursor: pointer; font-weight: 600; }
 .grid { display: flex; flex-wrap: wrap; gap: 18px; }
 table.cm td, table.cm th { padding: 3px 8px; font-size: 12.5px; }
 table.cm td.hit { background: #dafbe1; }
-pre { white-space: pre-wrap; word-break: break-word; max-height: 220px; overflow: auto; margin: 4px 0;
-      background: #f6f8fa; border: 1px solid var(--line); border-radius: 6px; padding: 8px 10px; font-size: 12px; }
+.prompt { display: flex; flex-direction: column-reverse; max-height: 220px; overflow: auto; margin: 4px 0;
+          background: #f6f8fa; border: 1px solid var(--line); border-radius: 6px; }
+.prompt pre { white-space: pre-wrap; word-break: break-word; margin: 0; padding: 8px 10px; font-size: 12px; }
 td.wide { min-width: 420px; max-width: 640px; }
 ul.defs { padding-left: 18px; } ul.defs li { margin: 4px 0; max-width: 1000px; }
 code { font-size: 12.5px; background: #f6f8fa; padding: 1px 4px; border-radius: 4px; }
@@ -642,6 +643,11 @@ def _choices(s: dict[str, Any]) -> str:
     return "".join(items)
 
 
+def _shots_note(s: dict[str, Any]) -> str:
+    k = len(s.get("fewshot_ids") or ())
+    return f'<div class="muted">{k} solved example(s) precede the question: scroll up</div>' if k else ""
+
+
 def _errors(r: _Report) -> str:
     parts = []
     for t in r.tasks:
@@ -659,7 +665,7 @@ def _errors(r: _Report) -> str:
                 f"<tr><td>{e(system_label(*k[:3]))}<div class='muted'>{e(k[3])} · doc {e(s.get('doc_id'))}</div></td>"
                 f'<td class="num" data-v="{_v(conf[0] if conf else None)}">{e(conf[1]) if conf else "—"}</td>'
                 f"<td>{shown}{extracted}</td><td>{e(s.get('gold_text'))}</td>"
-                f'<td class="wide"><pre>{e(s.get("prompt"))}</pre>'
+                f'<td class="wide">{_shots_note(s)}<div class="prompt"><pre>{e(s.get("prompt"))}</pre></div>'
                 + (f'<ul class="muted">{choices}</ul>' if choices else "") + "</td></tr>")
         n_wrong = len(wrong)
         wrong_table = (_table([("system · prompt", "text"), ("confidence", "num"), ("answer", "text"), ("gold", "text"),
