@@ -285,6 +285,8 @@ def _evaluate_one(runner: Engine, task: TaskSpec, prompt: PromptSpec, split_of, 
     finally:
         if bar:
             bar.close()
+    for sample in samples:  # a content key: runs pair per document even when their split order or limit differ
+        sample["doc_hash"] = _sha256(json.dumps(evaluated.docs[sample["doc_id"]], sort_keys=True, default=str))[:16]
     writer.write_samples(samples)
     elapsed = time.perf_counter() - started
 

@@ -1,4 +1,4 @@
-"""The command line: ``evalsuite tasks | show | run | leaderboard``.
+"""The command line: ``evalsuite tasks | show | run | leaderboard | report | compare``.
 
 Heavy libraries are imported inside the commands, so listing tasks or asking for help starts fast.
 Errors of the :class:`~evalsuite.errors.EvalsuiteError` family print one line and exit with status 2.
@@ -71,6 +71,20 @@ def build_parser() -> argparse.ArgumentParser:
     board = commands.add_parser("leaderboard", help="build leaderboard.md/.csv/.json from run folders")
     board.add_argument("runs", nargs="*", type=Path, default=[Path("results")], help="run folders or folders of runs (default: results/)")
     board.add_argument("--output", type=Path, default=Path("leaderboards"))
+
+    report = commands.add_parser("report", help="write leaderboards/index.html: rankings, plots, paired tests, errors")
+    report.add_argument("runs", nargs="*", type=Path, default=[Path("results")], help="run folders or folders of runs (default: results/)")
+    report.add_argument("--output", type=Path, default=Path("leaderboards"))
+
+    comp = commands.add_parser("compare", help="paired significance test per task between two runs or leaderboard rows")
+    comp.add_argument("a", metavar="A", help="run folder, or a leaderboard row: model=M,setting=S[,prompt=P][,adapter=D]")
+    comp.add_argument("b", metavar="B", help="the same for the other side")
+    comp.add_argument("--runs", action="append", type=Path, default=None, metavar="DIR",
+                      help="folder of runs that selectors pick rows from (repeatable; default: results/)")
+    comp.add_argument("--metric", default="accuracy", help="metric to compare, or 'main' for each task's main metric (default: accuracy)")
+    comp.add_argument("--bootstrap", type=int, default=10000, help="paired bootstrap resamples (default 10000)")
+    comp.add_argument("--seed", type=int, default=0)
+    comp.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
 
 
@@ -140,7 +154,31 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"tasks": cmd_tasks, "show": cmd_show, "run": cmd_run, "leaderboard": cmd_leaderboard}
+def cmd_report(args: argparse.Namespace) -> int:
+    from evalsuite.leaderboard.report import build_report
+
+    print(f"wrote {build_report(args.runs, args.output)}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from evalsuite.leaderboard.compare import compare, parse_side, render_text
+    from evalsuite.scoring import resolve_metric
+
+    if args.metric != "main":
+        resolve_metric(args.metric)
+    runs, cache = args.runs or [Path("results")], {}
+    result = compare(parse_side(args.a, runs, cache), parse_side(args.b, runs, cache), args.metric,
+                     n_boot=args.bootstrap, seed=args.seed)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2, allow_nan=False, default=str))
+    else:
+        print(render_text(result), end="")
+    return 0
+
+
+COMMANDS = {"tasks": cmd_tasks, "show": cmd_show, "run": cmd_run, "leaderboard": cmd_leaderboard,
+            "report": cmd_report, "compare": cmd_compare}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
+# The HTML report's test drives Debian's Chromium through Playwright (which then downloads no browser).
+if ! command -v chromium >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
 stamp=".venv/.installed-$(cat scripts/setup.sh pyproject.toml | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ]; then
   exit 0

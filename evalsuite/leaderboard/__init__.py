@@ -25,7 +25,7 @@ ROW_KEY = ["model", "adapter", "setting", "variant"]
 KEY = ROW_KEY + ["task"]
 LONG_COLUMNS = [
     "model", "engine", "adapter", "mode", "shots", "setting", "variant", "task", "category", "metric",
-    "value", "low", "high", "n", "run_id", "created", "data_hash", "dtype", "definition",
+    "value", "low", "high", "n", "run_id", "created", "data_hash", "dtype", "definition", "folder",
 ]
 DEFINITIONS = {
     "cell": "A task cell shows the task's main metric as value [low, high]: the point estimate and its 95% "
@@ -60,7 +60,7 @@ def _rows(folder: Path) -> list[dict[str, Any]]:
             "model": str(cfg["model"]), "engine": cfg.get("engine") or described.get("engine"),
             "adapter": cfg.get("adapter") or "", "mode": cfg.get("mode"), "shots": int(cfg.get("shots") or 0),
             "setting": _setting(cfg.get("mode"), cfg.get("shots")), "run_id": record["run_id"],
-            "created": record["created"], "dtype": described.get("dtype") or cfg.get("dtype"),
+            "created": record["created"], "dtype": described.get("dtype") or cfg.get("dtype"), "folder": str(folder),
         }
         rows = []
         for ev in record.get("evaluations") or []:
