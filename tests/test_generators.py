@@ -331,6 +331,50 @@ def test_each_generated_task_renders_every_variant(catalog, task_name):
                     assert inst.continuations[inst.gold] == " " + doc["label"]
 
 
+class GoldForEvenDocs:
+    """A scripted log-likelihood engine: the gold choice for even documents, the first choice otherwise."""
+
+    def __init__(self, tokenizer, gold):
+        self.tokenizer, self.gold = tokenizer, gold
+
+    def describe(self):
+        return {"engine": "scripted", "model_sha256": "0" * 64, "dtype": "none"}
+
+    def loglikelihood(self, requests, progress=None):
+        from evalsuite.engines import ContinuationScore
+
+        best = [g if i % 2 == 0 else 0 for i, g in enumerate(self.gold)]
+        return [tuple(ContinuationScore(-1.0 if k == b else -3.0, k == b, 1) for k in range(len(r.continuations)))
+                for r, b in zip(requests, best)]
+
+    def generate(self, requests, progress=None):
+        raise AssertionError("not used")
+
+
+def test_run_reports_accuracy_by_difficulty_and_the_data_seed(tmp_path):
+    from tiny_models import byte_tokenizer
+
+    from evalsuite.api import evaluate
+
+    task = load_tasks()["gen_deduction"]
+    docs = load_split(task, "test", data_seed=77).docs[:40]
+    gold = [["True", "False", "Unknown"].index(d["label"]) for d in docs]
+    run = evaluate("scripted", "gen_deduction", engine=GoldForEvenDocs(byte_tokenizer(), gold), limit=40,
+                   data_seed=77, output=tmp_path, progress=False, n_boot=200)
+    [ev] = run.record["evaluations"]
+    assert run.record["config"]["data_seed"] == 77 and "seed=77" in ev["origin"]
+    correct = [i % 2 == 0 or g == 0 for i, g in enumerate(gold)]
+    by_level = ev["by_difficulty"]
+    assert list(by_level) == ["1", "2", "3", "4", "5"]
+    for level, row in by_level.items():
+        mine = [c for c, d in zip(correct, docs) if d["difficulty"] == int(level)]
+        assert row["n"] == len(mine) == 8
+        assert row["accuracy"] == pytest.approx(sum(mine) / 8)
+        assert row["low"] <= row["accuracy"] <= row["high"]
+    assert ev["metrics"]["accuracy"]["value"] == pytest.approx(sum(correct) / 40)
+    assert "unparseable_rate" not in ev["metrics"]  # only generation prompts add it
+
+
 def test_data_seed_replaces_the_task_seed(catalog):
     task = catalog["gen_deduction"]
     own = load_split(task, "test")
