@@ -20,12 +20,11 @@ from evalsuite.errors import EvalsuiteError, MetricError, SpecError
 from evalsuite.prompting import FewshotSampler, Instance, PromptRenderer
 from evalsuite.results import RunWriter
 from evalsuite.scoring import (
-    AGREEMENT,
     VOTE_RULE,
     Predictions,
     accuracy_by_group,
+    agreement_interval,
     answer_index,
-    bootstrap_indices,
     compute_metrics,
     confusion_counts,
     extract_answer,
@@ -279,7 +278,6 @@ def _evaluate_one(runner: Engine, task: TaskSpec, prompt: PromptSpec, split_of, 
     n_samples = n_samples if prompt.method == "generation" else 1
     bar = _progress_bar(len(instances) * n_samples, f"{task.name}/{prompt.name}", progress)
     samples = []
-    agreement = []
     try:
         if prompt.method == "loglikelihood":
             if any(not inst.continuations for inst in instances):
@@ -303,23 +301,7 @@ def _evaluate_one(runner: Engine, task: TaskSpec, prompt: PromptSpec, split_of, 
             texts = runner.generate(requests, progress=(lambda i, answer: bar.update(1)) if bar else None)
             for d, (inst, context) in enumerate(zip(instances, contexts)):
                 generations = texts[d * n_samples : (d + 1) * n_samples]
-                extracted = [extract_answer(text, prompt.answer.pattern) for text in generations]
-                preds = [_read_answer(inst, answer) for answer in extracted]
-                if n_samples == 1:
-                    samples.append(_sample(task, prompt, inst, context, preds[0], generation=generations[0],
-                                           extracted=extracted[0]))
-                    continue
-                # Votes are answer indices (or normalised free-form answers); unparseable ones do not vote.
-                keys = [(p if p >= 0 else None) if inst.answer_values else (normalise(a) if a else None)
-                        for p, a in zip(preds, extracted)]
-                vote = majority_vote(keys)
-                agreement.append(vote.agreement)
-                chosen = vote.sample
-                samples.append(_sample(
-                    task, prompt, inst, context, preds[chosen] if chosen is not None else -1,
-                    generations=list(generations), votes=extracted,
-                    extracted=extracted[chosen] if chosen is not None else None, agreement=vote.agreement,
-                ))
+                samples.append(_generated_sample(task, prompt, inst, context, generations))
     finally:
         if bar:
             bar.close()
@@ -335,7 +317,7 @@ def _evaluate_one(runner: Engine, task: TaskSpec, prompt: PromptSpec, split_of, 
     if n_samples > 1:
         extra["self_consistency"] = {
             "samples": n_samples, "temperature": temperature, "vote": VOTE_RULE,
-            "agreement": _mean_interval(agreement, n_boot, seed, AGREEMENT),
+            "agreement": agreement_interval([s["agreement"] for s in samples], n_boot=n_boot, seed=seed),
         }
     return {
         "task": task.name,
@@ -377,13 +359,20 @@ def _read_answer(inst: Instance, extracted: str | None) -> int:
     return 0 if extracted is not None and extracted.strip() == inst.gold_text.strip() else -1
 
 
-def _mean_interval(values: list[float], n_boot: int, seed: int, definition: str) -> dict[str, Any]:
-    """Mean with the same seeded percentile-bootstrap interval as the metrics."""
-    x = np.asarray(values, dtype=np.float64)
-    boot = x[bootstrap_indices(len(x), n_boot, seed)].mean(axis=1)
-    low, high = np.quantile(boot, [0.025, 0.975])
-    interval = f"95% percentile bootstrap over documents, {n_boot} resamples, seed {seed}"
-    return {"value": float(x.mean()), "low": float(low), "high": float(high), "definition": f"{definition}. Interval: {interval}."}
+def _generated_sample(task: TaskSpec, prompt: PromptSpec, inst: Instance, context: str, generations: list[str]) -> dict:
+    """One document's record from its generation, or from the majority vote of several."""
+    extracted = [extract_answer(text, prompt.answer.pattern) for text in generations]
+    preds = [_read_answer(inst, answer) for answer in extracted]
+    if len(generations) == 1:
+        return _sample(task, prompt, inst, context, preds[0], generation=generations[0], extracted=extracted[0])
+    # A vote is the answer's index (a free-form answer: its normalised text); unparseable answers do not vote.
+    keys = [(p if p >= 0 else None) if inst.answer_values else (normalise(a) if a else None)
+            for p, a in zip(preds, extracted)]
+    vote = majority_vote(keys)
+    chosen = vote.sample
+    return _sample(task, prompt, inst, context, -1 if chosen is None else preds[chosen],
+                   generations=list(generations), votes=extracted,
+                   extracted=None if chosen is None else extracted[chosen], agreement=vote.agreement)
 
 
 def _sample(task: TaskSpec, prompt: PromptSpec, inst: Instance, context: str, pred: int, **fields: Any) -> dict:

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Hashable, Sequence
+from typing import Any, Hashable, Sequence
+
+import numpy as np
+
+from evalsuite.scoring.metrics import bootstrap_indices
 
 VOTE_RULE = (
     "majority vote over the samples' extracted answers; unparseable answers do not vote; ties go to the "
@@ -41,3 +45,13 @@ def majority_vote(answers: Sequence[Hashable | None]) -> Vote:
     top = max(counts.values())
     first = next(k for k, a in enumerate(answers) if a is not None and counts[a] == top)
     return Vote(answers[first], first, top / len(answers))
+
+
+def agreement_interval(agreements: Sequence[float], *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Mean agreement over documents with the metrics' seeded 95% percentile-bootstrap interval."""
+    x = np.asarray(agreements, dtype=np.float64)
+    boot = x[bootstrap_indices(len(x), n_boot, seed)].mean(axis=1)
+    low, high = np.quantile(boot, [0.025, 0.975])
+    interval = f"95% percentile bootstrap over documents, {n_boot} resamples, seed {seed}"
+    return {"value": float(x.mean()), "low": float(low), "high": float(high),
+            "definition": f"{AGREEMENT}. Interval: {interval}."}
