@@ -187,9 +187,13 @@ def test_deduction_labels_match_truth_tables_and_depth():
         query = (attribute, not negated)
         facts, rules = _parse_theory(doc["theory"], person)
         assert _truth_table_label(facts, rules, query) == doc["label"], doc
+        ending = {"True": "is true.", "False": "is false.", "Unknown": "cannot be decided."}[doc["label"]]
+        assert doc["reasoning"].endswith(ending)
         if doc["label"] != "Unknown":
             deciding = query if doc["label"] == "True" else (attribute, bool(negated))
             assert _rounds_to_derive(facts, rules, deciding) == doc["difficulty"], doc
+            # The worked reasoning applies exactly the d rules of the proof, each one stated in the theory.
+            assert doc["reasoning"].count(", so ") == doc["difficulty"]
 
 
 # ----------------------------------------------------------------------- knights and knaves

@@ -5,7 +5,8 @@ are red.", "All red people are not cold.") about two or three people, in the sty
 ``d`` the answer takes exactly ``d`` rule applications: a hidden chain of ``d`` rules leads from a fact to
 the statement (or its negation); for Unknown the chain is broken at one link (a missing fact or side
 condition). Distractor facts and rules about the same attributes and people are mixed in, and every
-sentence is shuffled.
+sentence is shuffled. Each item carries its ``reasoning`` (the proof, or why the chain is broken), used as
+the worked example of few-shot chain-of-thought prompts.
 
 Labels are classical entailment, checked per person (rules say "someone", so people never interact):
 the theory is Horn (positive bodies; a head may be negative), so "X is a" is entailed exactly when ``a`` is
@@ -143,13 +144,23 @@ def _draw(rng: random.Random, depth: int, label: str) -> dict[str, Any] | None:
         return None  # a fact and its negation about the same person
     if not _accepted(facts, rules, subject, query, label, depth):
         return None
-    sentences = [fact_sentence(f) for f in facts] + [rule_sentence(r, rng.randrange(2)) for r in rules]
+    said = {rule: rule_sentence(rule, rng.randrange(2)) for rule in rules}
+    sentences = [fact_sentence(f) for f in facts] + list(said.values())
     rng.shuffle(sentences)
-    return {
-        "theory": " ".join(sentences),
-        "question": fact_sentence((subject, *query)),
-        "label": label,
-    }
+    question = fact_sentence((subject, *query))
+    if label == "Unknown":
+        missing = fact_sentence((subject, drop, True))
+        reasoning = (f"The chain of rules that leads to the statement needs that {missing[:-1]}, but nothing says "
+                     "so, and no other fact or rule decides the statement. So it cannot be decided.")
+    else:
+        steps = [f"{subject} is {chain[0]}."]
+        for rule in rules[:depth]:
+            body, (head, positive) = rule
+            steps.append(f"{said[rule]} {subject} is {' and '.join(body)}, so {fact_sentence((subject, head, positive))}")
+        verdict = "true" if label == "True" else "false"
+        steps.append(f"So the statement \"{question}\" is {verdict}.")
+        reasoning = " ".join(steps)
+    return {"theory": " ".join(sentences), "question": question, "label": label, "reasoning": reasoning}
 
 
 def _accepted(facts: list[Fact], rules: list[Rule], subject: str, query: Literal, label: str, depth: int) -> bool:
