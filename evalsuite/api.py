@@ -20,11 +20,16 @@ from evalsuite.errors import EvalsuiteError, MetricError, SpecError
 from evalsuite.prompting import FewshotSampler, Instance, PromptRenderer
 from evalsuite.results import RunWriter
 from evalsuite.scoring import (
+    VOTE_RULE,
     Predictions,
+    accuracy_by_group,
+    agreement_interval,
     answer_index,
     compute_metrics,
     confusion_counts,
     extract_answer,
+    majority_vote,
+    normalise,
     resolve_metric,
 )
 from evalsuite.spec import PromptSpec, TaskSpec, builtin_dirs, find_tasks
@@ -132,12 +137,18 @@ def evaluate(
     chat_template: bool = False,
     n_boot: int = 1000,
     progress: bool = True,
+    data_seed: int | None = None,
+    samples: int = 1,
+    temperature: float = 0.0,
 ) -> RunResult:
     """Evaluate ``model`` on ``tasks`` and write a run folder under ``output``.
 
     ``mode``: ``zero-shot`` (0 examples), ``few-shot`` (``shots`` examples, default 5) or ``fine-tuned``
     (a fine-tuned checkpoint or ``adapter``, zero-shot prompts). ``prompts``: ``None`` for each task's
     default variant, ``"all"``, or names. ``engine`` is an engine name or an already built engine.
+    ``data_seed`` replaces the seeds of generated tasks (a fresh test set). For generation prompts,
+    ``temperature`` > 0 samples, and ``samples`` > 1 draws that many answers per document (seeds
+    ``seed * 1000 + k``) and takes their majority vote (self-consistency); log-likelihood prompts ignore both.
     """
     started = time.perf_counter()
     if mode not in MODES:
@@ -147,6 +158,9 @@ def evaluate(
         raise SpecError(f"mode {mode!r} does not fit --shots {shots}: few-shot needs shots > 0, other modes 0")
     if limit is not None and limit < 1:
         raise SpecError(f"--limit must be at least 1, got {limit}")
+    if samples < 1 or temperature < 0 or (samples > 1 and temperature == 0):
+        raise SpecError(f"--samples {samples} --temperature {temperature}: samples must be at least 1, the "
+                        "temperature at least 0, and several samples need a temperature above 0 to differ")
     data_dir = Path(data_dir) if data_dir else default_data_dir()
     selected = select_tasks(load_tasks(task_dirs, prompt_dirs), tasks)
     plan = [(task, prompt) for task in selected for prompt in _variants(task, prompts)]
@@ -174,6 +188,9 @@ def evaluate(
         "fewshot_sampler": fewshot_sampler,
         "chat_template": chat_template,
         "n_boot": n_boot,
+        "data_seed": data_seed,
+        "samples": samples,
+        "temperature": temperature,
     }
     stamp = datetime.now(timezone.utc)
     digest = _sha256(json.dumps([config, described.get("model_sha256")], sort_keys=True, default=str))[:8]
@@ -184,7 +201,7 @@ def evaluate(
 
     def split_of(task: TaskSpec, name: str) -> Split:
         if (task.name, name) not in splits:
-            splits[task.name, name] = load_split(task, name, data_dir)
+            splits[task.name, name] = load_split(task, name, data_dir, data_seed)
         return splits[task.name, name]
 
     evaluations = []
@@ -195,6 +212,7 @@ def evaluate(
                     runner, task, prompt, split_of, writer,
                     shots=shots, seed=seed, limit=limit, sampler=fewshot_sampler,
                     chat_template=chat_template, n_boot=n_boot, progress=progress,
+                    n_samples=samples, temperature=temperature,
                 )
             )
     except BaseException:
@@ -249,7 +267,7 @@ def _apply_chat(tokenizer: Any, context: str) -> str:
 
 def _evaluate_one(runner: Engine, task: TaskSpec, prompt: PromptSpec, split_of, writer: RunWriter, *,
                   shots: int, seed: int, limit: int | None, sampler: str | None, chat_template: bool,
-                  n_boot: int, progress: bool) -> dict[str, Any]:
+                  n_boot: int, progress: bool, n_samples: int = 1, temperature: float = 0.0) -> dict[str, Any]:
     started = time.perf_counter()
     renderer = PromptRenderer(task, prompt)
     instances, evaluated, pool = _instances(
@@ -257,7 +275,8 @@ def _evaluate_one(runner: Engine, task: TaskSpec, prompt: PromptSpec, split_of, 
     )
     tokenizer = runner.tokenizer
     contexts = [_apply_chat(tokenizer, i.context) if chat_template else i.context for i in instances]
-    bar = _progress_bar(len(instances), f"{task.name}/{prompt.name}", progress)
+    n_samples = n_samples if prompt.method == "generation" else 1
+    bar = _progress_bar(len(instances) * n_samples, f"{task.name}/{prompt.name}", progress)
     samples = []
     try:
         if prompt.method == "loglikelihood":
@@ -274,14 +293,15 @@ def _evaluate_one(runner: Engine, task: TaskSpec, prompt: PromptSpec, split_of, 
                                        logprobs=logprobs, tokens=[s.tokens for s in scores],
                                        greedy=[s.greedy for s in scores]))
         else:
-            requests = [GenerationRequest(encode_context(tokenizer, c), prompt.max_tokens, prompt.stop, 0.0, seed) for c in contexts]
+            # Sample k of every document has seed seed * 1000 + k: samples differ, and each is reproducible.
+            requests = [
+                GenerationRequest(encode_context(tokenizer, c), prompt.max_tokens, prompt.stop, temperature, seed * 1000 + k)
+                for c in contexts for k in range(n_samples)
+            ]
             texts = runner.generate(requests, progress=(lambda i, answer: bar.update(1)) if bar else None)
-            for inst, context, text in zip(instances, contexts, texts):
-                extracted = extract_answer(text, prompt.answer.pattern)
-                pred = answer_index(extracted, inst.answer_values) if inst.answer_values else (
-                    0 if extracted is not None and extracted.strip() == inst.gold_text.strip() else -1
-                )
-                samples.append(_sample(task, prompt, inst, context, pred, generation=text, extracted=extracted))
+            for d, (inst, context) in enumerate(zip(instances, contexts)):
+                generations = texts[d * n_samples : (d + 1) * n_samples]
+                samples.append(_generated_sample(task, prompt, inst, context, generations))
     finally:
         if bar:
             bar.close()
@@ -291,7 +311,16 @@ def _evaluate_one(runner: Engine, task: TaskSpec, prompt: PromptSpec, split_of, 
     elapsed = time.perf_counter() - started
 
     preds = _predictions(task, instances, samples)
-    metrics = compute_metrics(list(task.metrics), preds, n_boot=n_boot, seed=seed)
+    metrics = compute_metrics(_metric_names(task, prompt), preds, n_boot=n_boot, seed=seed)
+    extra: dict[str, Any] = {}
+    levels = [evaluated.docs[inst.doc_id].get("difficulty") for inst in instances]
+    if levels and all(type(level) is int for level in levels):
+        extra["by_difficulty"] = accuracy_by_group(preds, levels, n_boot=n_boot, seed=seed)
+    if n_samples > 1:
+        extra["self_consistency"] = {
+            "samples": n_samples, "temperature": temperature, "vote": VOTE_RULE,
+            "agreement": agreement_interval([s["agreement"] for s in samples], n_boot=n_boot, seed=seed),
+        }
     return {
         "task": task.name,
         "category": task.category,
@@ -312,7 +341,40 @@ def _evaluate_one(runner: Engine, task: TaskSpec, prompt: PromptSpec, split_of, 
         "license": task.license,
         "timing_s": round(elapsed, 3),
         "docs_per_s": round(len(instances) / elapsed, 3) if elapsed > 0 else None,
+        **extra,
     }
+
+
+def _metric_names(task: TaskSpec, prompt: PromptSpec) -> list[str]:
+    """The task's metrics; a generation prompt always reports ``unparseable_rate`` and skips
+    ``accuracy_norm`` (which needs log-likelihoods)."""
+    if prompt.method != "generation":
+        return list(task.metrics)
+    names = [name for name in task.metrics if name != "accuracy_norm"]
+    return names + ["unparseable_rate"] * ("unparseable_rate" not in names)
+
+
+def _read_answer(inst: Instance, extracted: str | None) -> int:
+    """The choice an extracted answer names (-1: unparseable); free-form targets: 0 if it is the gold text."""
+    if inst.answer_values:
+        return answer_index(extracted, inst.answer_values)
+    return 0 if extracted is not None and extracted.strip() == inst.gold_text.strip() else -1
+
+
+def _generated_sample(task: TaskSpec, prompt: PromptSpec, inst: Instance, context: str, generations: list[str]) -> dict:
+    """One document's record from its generation, or from the majority vote of several."""
+    extracted = [extract_answer(text, prompt.answer.pattern) for text in generations]
+    preds = [_read_answer(inst, answer) for answer in extracted]
+    if len(generations) == 1:
+        return _sample(task, prompt, inst, context, preds[0], generation=generations[0], extracted=extracted[0])
+    # A vote is the answer's index (a free-form answer: its normalised text); unparseable answers do not vote.
+    keys = [(p if p >= 0 else None) if inst.answer_values else (normalise(a) if a else None)
+            for p, a in zip(preds, extracted)]
+    vote = majority_vote(keys)
+    chosen = vote.sample
+    return _sample(task, prompt, inst, context, -1 if chosen is None else preds[chosen],
+                   generations=list(generations), votes=extracted,
+                   extracted=None if chosen is None else extracted[chosen], agreement=vote.agreement)
 
 
 def _sample(task: TaskSpec, prompt: PromptSpec, inst: Instance, context: str, pred: int, **fields: Any) -> dict:

@@ -63,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="default: each task's own setting")
     run.add_argument("--chat-template", action="store_true", help="wrap each prompt in the model's chat template")
     run.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for intervals (default 1000)")
+    run.add_argument("--data-seed", type=int, default=None, metavar="S",
+                     help="draw generated tasks from seed S instead of their own (a fresh, unseen test set)")
+    run.add_argument("--samples", type=int, default=1, metavar="N",
+                     help="generation prompts: N sampled answers per document, majority vote (needs --temperature > 0)")
+    run.add_argument("--temperature", type=float, default=0.0, metavar="T",
+                     help="generation prompts: sampling temperature (default 0: greedy)")
     run.add_argument("--output", type=Path, default=Path("results"), help="folder for run folders (default: results/)")
     run.add_argument("--no-progress", action="store_true")
     _task_dirs(run)
@@ -135,7 +141,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         prompts=args.prompts, limit=args.limit, seed=args.seed, batch_size=args.batch_size, dtype=args.dtype,
         data_dir=args.data_dir, output=args.output, task_dirs=args.task_dir, prompt_dirs=args.prompt_dir,
         fewshot_sampler=args.fewshot_sampler, chat_template=args.chat_template, n_boot=args.bootstrap,
-        progress=not args.no_progress,
+        progress=not args.no_progress, data_seed=args.data_seed, samples=args.samples, temperature=args.temperature,
     )
     for ev in result.record["evaluations"]:
         main = ev["metrics"][ev["main_metric"]]

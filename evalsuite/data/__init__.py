@@ -1,7 +1,8 @@
 """Data: a task's logical split -> a list of documents (plain dicts in the hub dataset's schema).
 
 Raw files in a data directory are read by one parser per format (:mod:`evalsuite.data.formats`), which
-emit the same schema as the task's Hugging Face dataset, so one template serves both sources.
+emit the same schema as the task's Hugging Face dataset, so one template serves both sources. Generated
+tasks draw their items from a seed (:mod:`evalsuite.data.generators`), whatever the data directory.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from evalsuite.errors import DataError
+from evalsuite.errors import DataError, SpecError
 from evalsuite.spec import TaskSpec
 
 DATA_DIR_ENV = "EVALSUITE_DATA_DIR"
@@ -43,12 +44,15 @@ def content_hash(docs: list[dict]) -> str:
     return digest.hexdigest()
 
 
-def load_split(task: TaskSpec, split: str, data_dir: Path | None = None) -> Split:
+def load_split(task: TaskSpec, split: str, data_dir: Path | None = None, data_seed: int | None = None) -> Split:
     """Documents of ``split`` (a logical split name of the task).
 
-    With a data directory and a ``local`` source, the raw files are read from it; otherwise the hub
-    dataset is loaded with ``datasets.load_dataset``.
+    A ``generated`` source draws its items from the split's seed, or from ``data_seed`` when given (a
+    fresh, never-seen test set). With a data directory and a ``local`` source, the raw files are read from
+    it; otherwise the hub dataset is loaded with ``datasets.load_dataset``.
     """
+    if task.generated is not None:
+        return _load_generated(task, split, data_seed)
     if data_dir is not None and task.local is not None:
         return _load_local(task, split, Path(data_dir))
     if task.hub is not None:
@@ -91,3 +95,29 @@ def _load_hub(task: TaskSpec, split: str) -> Split:
     if not docs:
         raise DataError(f"task '{task.name}': hub dataset {label} is empty")
     return Split(task.name, split, docs, f"hub:{label}", content_hash(docs))
+
+
+def _load_generated(task: TaskSpec, split: str, data_seed: int | None) -> Split:
+    from evalsuite.data.generators import GENERATORS, generate
+
+    source = task.generated
+    spec = source.splits[split]
+    field = "source.generated"
+    if source.generator not in GENERATORS:
+        raise SpecError(
+            f"{task.path}: field '{field}.generator': unknown generator {source.generator!r}; "
+            f"known: {', '.join(GENERATORS)}"
+        )
+    unknown = sorted(set(source.params) - {"levels"})
+    if unknown:
+        raise SpecError(f"{task.path}: field '{field}.params.{unknown[0]}': unknown parameter (known: levels)")
+    levels = source.params.get("levels")
+    if levels is not None and (not isinstance(levels, list) or not all(type(v) is int for v in levels)):
+        raise SpecError(f"{task.path}: field '{field}.params.levels': expected a list of integers, got {levels!r}")
+    seed = spec.seed if data_seed is None else data_seed
+    try:
+        docs = generate(source.generator, n=spec.n, seed=seed, split=split, levels=levels)
+    except ValueError as exc:
+        raise SpecError(f"{task.path}: field '{field}.params.levels': {exc}") from None
+    origin = f"generated:{source.generator}:{split}:seed={seed}:n={spec.n}"
+    return Split(task.name, split, docs, origin, content_hash(docs))

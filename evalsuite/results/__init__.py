@@ -23,13 +23,17 @@ SCHEMA = {
     "run_id": "folder name: UTC time, model, mode and a short hash of the configuration",
     "created": "UTC time the run finished, ISO 8601",
     "config": "everything the run was asked for: model, engine, adapter, mode, shots, seed, tasks, prompts, "
-    "limit, batch_size, dtype, data_dir, fewshot_sampler, chat_template, n_boot",
+    "limit, batch_size, dtype, data_dir, fewshot_sampler, chat_template, n_boot, data_seed (replaces generated "
+    "tasks' seeds), samples and temperature (generation prompts)",
     "model": "what the engine reports: engine, model_path, model_sha256 (config + weights), dtype, device",
     "versions": "python and package versions",
     "timings": "engine_load_s, total_s",
     "evaluations": "one entry per task x prompt variant: task, category, variant, method, split, n, "
     "main_metric, metrics{name: {value, low, high, definition}}, confusion{gold: {pred: count}}, "
-    "hashes{task, prompt, data, fewshot_data}, origin, license, timing_s, docs_per_s",
+    "hashes{task, prompt, data, fewshot_data}, origin, license, timing_s, docs_per_s; when documents have a "
+    "'difficulty' (generated tasks): by_difficulty{level: {n, accuracy, low, high, unparseable_rate}}; with "
+    "several samples per document: self_consistency{samples, temperature, vote, agreement{value, low, high, "
+    "definition}}",
 }
 
 

@@ -1,6 +1,8 @@
 """Scoring: answer extraction, metrics with exact definitions, bootstrap intervals."""
 
-from evalsuite.scoring.extract import answer_index, extract_answer, normalise
+from evalsuite.scoring.consistency import AGREEMENT, VOTE_RULE, Vote, agreement_interval, majority_vote
+from evalsuite.scoring.extract import answer_index, clean_generation, extract_answer, normalise
+from evalsuite.scoring.groups import accuracy_by_group
 from evalsuite.scoring.metrics import (
     METRICS,
     MetricResult,
@@ -12,6 +14,13 @@ from evalsuite.scoring.metrics import (
 )
 
 __all__ = [
+    "AGREEMENT",
+    "VOTE_RULE",
+    "Vote",
+    "accuracy_by_group",
+    "agreement_interval",
+    "clean_generation",
+    "majority_vote",
     "METRICS",
     "MetricResult",
     "Predictions",

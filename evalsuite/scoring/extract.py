@@ -1,4 +1,18 @@
-"""Answer extraction from generated text."""
+"""Answer extraction from generated text.
+
+The rule, in two steps:
+
+1. :func:`extract_answer`: the text is normalised (Unicode NFKC, so full-width "（Ｂ）" reads "(B)";
+   markdown bold/italic/code marks and LaTeX ``\\boxed{..}``/``\\text{..}`` wrappers removed), then the
+   prompt's pattern is searched and the **last** match wins: chain-of-thought text mentions options while
+   reasoning and concludes at the end, and a model that changes its mind ("the answer is A... no, the answer
+   is B") is read by its final word. The answer is the match's group 1 (or the first group that took
+   part, or the whole match for a pattern without groups).
+2. :func:`answer_index`: the answer and each allowed value are normalised (NFKC, case-folded, surrounding
+   whitespace, punctuation, quotes and brackets removed) and compared for equality; exactly one equal value
+   gives its index, anything else (no answer, no equal value, several) is unparseable (-1) and counts as
+   wrong. A hedge such as "A or B" is therefore unparseable when the pattern captures it whole.
+"""
 
 from __future__ import annotations
 
@@ -7,24 +21,31 @@ import unicodedata
 from typing import Sequence
 
 UNPARSEABLE = -1
+_PUNCTUATION = " \t\n.,;:!?()[]{}\"'`*"
+_MARKUP = re.compile(r"\*+|`+|(?<!\w)_+|_+(?!\w)")
+_LATEX = re.compile(r"\\(?:boxed|text|textbf|mathrm)\{([^{}]*)\}")
 
 
 def normalise(text: str) -> str:
     """NFKC, case-folded, surrounding whitespace and punctuation removed: '(B).' and 'b' compare equal."""
-    text = unicodedata.normalize("NFKC", text).casefold().strip()
-    return text.strip(" \t\n.,;:!?()[]{}\"'`*")
+    return unicodedata.normalize("NFKC", text).casefold().strip(_PUNCTUATION)
+
+
+def clean_generation(text: str) -> str:
+    """The text a pattern is searched in: NFKC, without markdown emphasis/code marks or LaTeX wrappers."""
+    text = unicodedata.normalize("NFKC", text)
+    text = _LATEX.sub(r"\1", text)
+    return _MARKUP.sub("", text)
 
 
 def extract_answer(text: str, pattern: str) -> str | None:
-    """The answer named by the *last* match of ``pattern`` (group 1 if the pattern has a group).
-
-    The last match wins because chain-of-thought text often mentions options before concluding.
-    """
-    matches = list(re.finditer(pattern, unicodedata.normalize("NFKC", text)))
+    """The answer named by the *last* match of ``pattern`` in :func:`clean_generation` of ``text``."""
+    matches = list(re.finditer(pattern, clean_generation(text)))
     if not matches:
         return None
     last = matches[-1]
-    return last.group(1) if last.re.groups else last.group(0)
+    answer = next((g for g in last.groups() if g is not None), None) if last.re.groups else last.group(0)
+    return answer.strip() if answer is not None else None
 
 
 def answer_index(answer: str | None, values: Sequence[str]) -> int:

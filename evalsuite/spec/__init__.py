@@ -6,6 +6,8 @@ Every error raised here is a :class:`~evalsuite.errors.SpecError` naming the fil
 from evalsuite.spec.prompt import AnswerRule, PromptSpec, load_prompt
 from evalsuite.spec.task import (
     CATEGORIES,
+    GeneratedSource,
+    GeneratedSplit,
     HubSource,
     LocalSource,
     LocalSplit,
@@ -18,6 +20,8 @@ from evalsuite.spec.task import (
 __all__ = [
     "CATEGORIES",
     "AnswerRule",
+    "GeneratedSource",
+    "GeneratedSplit",
     "HubSource",
     "LocalSource",
     "LocalSplit",

@@ -34,8 +34,10 @@ _HEADER = re.compile(r"\A\{#-?(.*?)-?#\}", re.DOTALL)
 
 @dataclass(frozen=True)
 class AnswerRule:
-    """How a generated answer is extracted: the last match of ``pattern`` (group 1, or the whole match),
-    compared case-insensitively with ``values`` (one string per choice). No match counts as unparseable."""
+    """How a generated answer is extracted (:mod:`evalsuite.scoring.extract`): the last match of ``pattern``
+    (group 1, or the whole match) in the text after NFKC and removing markdown marks, compared with ``values``
+    (one string per choice) case-folded and without outer punctuation. No match, or no single equal value,
+    counts as unparseable."""
 
     pattern: str
     values: str | None

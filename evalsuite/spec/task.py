@@ -1,6 +1,7 @@
 """Task specifications: what to evaluate, read from ``tasks/**/*.yaml``.
 
-A task names its data (a Hugging Face hub dataset and/or raw files in a data directory), which logical
+A task names its data (a Hugging Face hub dataset and/or raw files in a data directory, or items made by
+a generator from a seed), which logical
 split is evaluated and which one few-shot examples come from, the answer space (Jinja expressions over a
 document), its prompt variants (``prompts/<task>/<variant>.jinja``) and its metrics.
 """
@@ -50,6 +51,24 @@ class LocalSource:
 
 
 @dataclass(frozen=True)
+class GeneratedSplit:
+    """``n`` items drawn from ``seed`` (a run's data seed, when given, replaces it)."""
+
+    n: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class GeneratedSource:
+    """Items made by a generator of :mod:`evalsuite.data.generators`; ``params`` go to the generator
+    (``levels``: the difficulty levels to draw, round-robin)."""
+
+    generator: str
+    params: dict[str, Any]
+    splits: dict[str, GeneratedSplit]
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     """A validated task. ``choices`` and ``target`` are Jinja expressions evaluated on a document."""
 
@@ -72,6 +91,7 @@ class TaskSpec:
     metrics: tuple[str, ...]
     fewshot_sampler: str
     tags: tuple[str, ...] = ()
+    generated: GeneratedSource | None = None
 
     def prompt(self, name: str) -> PromptSpec:
         for prompt in self.prompts:
@@ -87,6 +107,8 @@ class TaskSpec:
             parts.append(f"hub:{self.hub.path}" + (f"/{self.hub.name}" if self.hub.name else ""))
         if self.local:
             parts.append(f"local:{self.local.format}")
+        if self.generated:
+            parts.append(f"generated:{self.generated.generator}")
         return " ".join(parts)
 
 
@@ -140,6 +162,25 @@ def _local(fields: Fields | None) -> LocalSource | None:
     return local
 
 
+def _generated(fields: Fields | None) -> GeneratedSource | None:
+    if fields is None:
+        return None
+    splits_fields = fields.sub("splits")
+    splits = {}
+    for key in list(splits_fields.data):
+        split = splits_fields.sub(key)
+        n, seed = split.get("n", int), split.get("seed", int)
+        if n < 1:
+            raise split.error("n", f"must be at least 1, got {n}")
+        splits[key] = GeneratedSplit(n=n, seed=seed)
+        split.finish()
+    generated = GeneratedSource(
+        generator=fields.get("generator", str), params=dict(fields.get("params", dict, {})), splits=splits
+    )
+    fields.finish()
+    return generated
+
+
 def load_task(path: Path, prompt_dirs: list[Path]) -> TaskSpec:
     """Read and validate one task file and its prompt variants (searched in ``prompt_dirs`` in order)."""
     path = Path(path)
@@ -149,9 +190,12 @@ def load_task(path: Path, prompt_dirs: list[Path]) -> TaskSpec:
         raise f.error("name", f"{name!r} must be lower-case letters, digits, '_', '-' or '.'")
     source = f.sub("source")
     hub, local = _hub(source.sub("hub", None)), _local(source.sub("local", None))
+    generated = _generated(source.sub("generated", None))
     source.finish()
-    if hub is None and local is None:
-        raise f.error("source", "needs a 'hub' dataset, 'local' files, or both")
+    if hub is None and local is None and generated is None:
+        raise f.error("source", "needs a 'hub' dataset, 'local' files (or both), or 'generated' items")
+    if generated is not None and (hub is not None or local is not None):
+        raise f.error("source", "'generated' items cannot be combined with 'hub' or 'local' data")
 
     splits = f.sub("splits")
     names = {key: splits.get(key, str, None) for key in ("eval", "fewshot", "train", "validation")}
@@ -159,7 +203,7 @@ def load_task(path: Path, prompt_dirs: list[Path]) -> TaskSpec:
     if names["eval"] is None:
         raise splits.error("eval", "is required: the logical split that is evaluated")
     for role, split in names.items():
-        for src_name, src in (("hub", hub), ("local", local)):
+        for src_name, src in (("hub", hub), ("local", local), ("generated", generated)):
             if split is not None and src is not None and split not in src.splits:
                 raise splits.error(role, f"split {split!r} is not defined under source.{src_name}.splits")
 
@@ -205,6 +249,7 @@ def load_task(path: Path, prompt_dirs: list[Path]) -> TaskSpec:
         metrics=metrics,
         fewshot_sampler=sampler,
         tags=f.strings("tags", ()),
+        generated=generated,
     )
     f.finish()
     return task
