@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     tasks = commands.add_parser("tasks", help="list tasks: name, category, source, size, license")
     tasks.add_argument("--category", choices=("logical", "commonsense", "semantic_matching"))
     tasks.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    tasks.add_argument("--sizes", action="store_true", help="load each task's data to count its documents")
+    tasks.add_argument("--sizes", action="store_true",
+                       help="load each task's evaluated split to count its documents ('?' where the data cannot be loaded)")
     _task_dirs(tasks)
     _data_dir(tasks)
 
@@ -65,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for intervals (default 1000)")
     run.add_argument("--output", type=Path, default=Path("results"), help="folder for run folders (default: results/)")
     run.add_argument("--no-progress", action="store_true")
+    run.add_argument("--skip-unavailable", action="store_true",
+                     help="leave out tasks whose data cannot be loaded (e.g. hub-only tasks offline) instead of stopping")
     _task_dirs(run)
     _data_dir(run)
 
@@ -77,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_tasks(args: argparse.Namespace) -> int:
     from evalsuite.api import load_tasks
 
-    rows = []
+    rows, unavailable = [], []
     for task in sorted(load_tasks(args.task_dir, args.prompt_dir).values(), key=lambda t: (t.category, t.name)):
         if args.category and task.category != args.category:
             continue
@@ -85,20 +88,34 @@ def cmd_tasks(args: argparse.Namespace) -> int:
                "split": task.eval_split, "prompts": [p.name for p in task.prompts],
                "metrics": list(task.metrics), "license": task.license}
         if args.sizes:
-            from evalsuite.data import default_data_dir, load_split
-
-            row["size"] = len(load_split(task, task.eval_split, args.data_dir or default_data_dir()).docs)
+            row["size"] = _size(task, args.data_dir, unavailable)
         rows.append(row)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
+    if unavailable:
+        print(f"size '?': the data of {len(unavailable)} task(s) could not be loaded here "
+              f"({'; '.join(unavailable)})", file=sys.stderr)
     columns = ["name", "category", "split"] + (["size"] if args.sizes else []) + ["prompts", "source", "license"]
-    table = [[", ".join(r[c]) if isinstance(r[c], list) else str(r[c]) for c in columns] for r in rows]
+    table = [[", ".join(r[c]) if isinstance(r[c], list) else str("?" if r[c] is None else r[c]) for c in columns]
+             for r in rows]
     widths = [max(len(c), *(len(t[i]) for t in table)) if table else len(c) for i, c in enumerate(columns)]
     print("  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip())
     for t in table:
         print("  ".join(v.ljust(w) for v, w in zip(t, widths)).rstrip())
     return 0
+
+
+def _size(task, data_dir: Path | None, unavailable: list[str]) -> int | None:
+    """Documents in the task's evaluated split (after its filter); None, noted, where they cannot be loaded."""
+    from evalsuite.data import default_data_dir, load_split
+    from evalsuite.errors import DataError
+
+    try:
+        return len(load_split(task, task.eval_split, data_dir or default_data_dir()).docs)
+    except DataError as exc:
+        unavailable.append(f"{task.name}: {str(exc).split(': ', 1)[-1][:120]}")
+        return None
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -121,8 +138,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         prompts=args.prompts, limit=args.limit, seed=args.seed, batch_size=args.batch_size, dtype=args.dtype,
         data_dir=args.data_dir, output=args.output, task_dirs=args.task_dir, prompt_dirs=args.prompt_dir,
         fewshot_sampler=args.fewshot_sampler, chat_template=args.chat_template, n_boot=args.bootstrap,
-        progress=not args.no_progress,
+        progress=not args.no_progress, skip_unavailable=args.skip_unavailable,
     )
+    for skipped in result.record.get("skipped", []):
+        print(f"skipped {skipped['task']}: {skipped['reason']}")
     for ev in result.record["evaluations"]:
         main = ev["metrics"][ev["main_metric"]]
         print(f"{ev['task']:<20} {ev['variant']:<10} n={ev['n']:<5} {ev['main_metric']}={main['value']:.3f} "

@@ -1,7 +1,8 @@
 """Data: a task's logical split -> a list of documents (plain dicts in the hub dataset's schema).
 
 Raw files in a data directory are read by one parser per format (:mod:`evalsuite.data.formats`), which
-emit the same schema as the task's Hugging Face dataset, so one template serves both sources.
+emit the same schema as the task's Hugging Face dataset, so one template serves both sources. A task's
+``filter`` expression is applied to every split after loading, whatever the source.
 """
 
 from __future__ import annotations
@@ -47,12 +48,12 @@ def load_split(task: TaskSpec, split: str, data_dir: Path | None = None) -> Spli
     """Documents of ``split`` (a logical split name of the task).
 
     With a data directory and a ``local`` source, the raw files are read from it; otherwise the hub
-    dataset is loaded with ``datasets.load_dataset``.
+    dataset is loaded with ``datasets.load_dataset``. Documents failing the task's ``filter`` are dropped.
     """
     if data_dir is not None and task.local is not None:
-        return _load_local(task, split, Path(data_dir))
+        return _filtered(task, _load_local(task, split, Path(data_dir)))
     if task.hub is not None:
-        return _load_hub(task, split)
+        return _filtered(task, _load_hub(task, split))
     raise DataError(
         f"task '{task.name}' ({task.path}) only has local files: pass --data-dir or set {DATA_DIR_ENV} "
         "to the folder that holds them"
@@ -91,3 +92,29 @@ def _load_hub(task: TaskSpec, split: str) -> Split:
     if not docs:
         raise DataError(f"task '{task.name}': hub dataset {label} is empty")
     return Split(task.name, split, docs, f"hub:{label}", content_hash(docs))
+
+
+def _filtered(task: TaskSpec, loaded: Split) -> Split:
+    """Keep the documents for which the task's ``filter`` expression is true."""
+    if task.filter is None:
+        return loaded
+    import jinja2
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    env = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined)
+    keep = env.compile_expression(task.filter, undefined_to_none=False)
+    docs = []
+    for number, doc in enumerate(loaded.docs):
+        try:
+            kept = bool(keep(**doc))
+        except Exception as exc:  # noqa: BLE001 - one message naming the task file, field and document
+            raise DataError(
+                f"{task.path}: field 'filter' on document {number} of split '{loaded.name}' "
+                f"({loaded.origin}): {type(exc).__name__}: {exc}"
+            ) from None
+        if kept:
+            docs.append(doc)
+    if not docs:
+        raise DataError(f"{task.path}: field 'filter' {task.filter!r} keeps no document of split '{loaded.name}' "
+                        f"({loaded.origin})")
+    return Split(loaded.task, loaded.name, docs, f"{loaded.origin} filtered by {task.filter!r}", content_hash(docs))

@@ -30,6 +30,8 @@ SCHEMA = {
     "evaluations": "one entry per task x prompt variant: task, category, variant, method, split, n, "
     "main_metric, metrics{name: {value, low, high, definition}}, confusion{gold: {pred: count}}, "
     "hashes{task, prompt, data, fewshot_data}, origin, license, timing_s, docs_per_s",
+    "skipped": "tasks left out because their data could not be loaded (run with skip_unavailable): "
+    "[{task, reason}]",
 }
 
 

@@ -6,6 +6,7 @@ Every error raised here is a :class:`~evalsuite.errors.SpecError` naming the fil
 from evalsuite.spec.prompt import AnswerRule, PromptSpec, load_prompt
 from evalsuite.spec.task import (
     CATEGORIES,
+    GradedScore,
     HubSource,
     LocalSource,
     LocalSplit,
@@ -18,6 +19,7 @@ from evalsuite.spec.task import (
 __all__ = [
     "CATEGORIES",
     "AnswerRule",
+    "GradedScore",
     "HubSource",
     "LocalSource",
     "LocalSplit",
