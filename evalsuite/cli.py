@@ -94,8 +94,9 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     if unavailable:
-        print(f"size '?': the data of {len(unavailable)} task(s) could not be loaded here "
-              f"({'; '.join(unavailable)})", file=sys.stderr)
+        print(f"size '?': the data of {len(unavailable)} task(s) could not be loaded here:", file=sys.stderr)
+        for line in unavailable:
+            print(f"  {line}", file=sys.stderr)
     columns = ["name", "category", "split"] + (["size"] if args.sizes else []) + ["prompts", "source", "license"]
     table = [[", ".join(r[c]) if isinstance(r[c], list) else str("?" if r[c] is None else r[c]) for c in columns]
              for r in rows]
@@ -140,12 +141,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         fewshot_sampler=args.fewshot_sampler, chat_template=args.chat_template, n_boot=args.bootstrap,
         progress=not args.no_progress, skip_unavailable=args.skip_unavailable,
     )
-    for skipped in result.record.get("skipped", []):
-        print(f"skipped {skipped['task']}: {skipped['reason']}")
     for ev in result.record["evaluations"]:
         main = ev["metrics"][ev["main_metric"]]
         print(f"{ev['task']:<20} {ev['variant']:<10} n={ev['n']:<5} {ev['main_metric']}={main['value']:.3f} "
               f"[{main['low']:.3f}, {main['high']:.3f}]")
+    for skipped in result.record.get("skipped", []):
+        print(f"skipped {skipped['task']}: {skipped['reason']}")
+    if len({ev["variant"] for ev in result.record["evaluations"]}) > 1:
+        from evalsuite.leaderboard import gather
+        from evalsuite.leaderboard.variants import render_variants
+
+        print()
+        print(render_variants(gather([result.path])))
     print(f"results: {result.path}")
     return 0
 
