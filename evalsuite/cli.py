@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_tasks(args: argparse.Namespace) -> int:
     from evalsuite.api import load_tasks
 
-    rows, unavailable = [], []
+    rows, size_of = [], _Sizes(args.data_dir)
     for task in sorted(load_tasks(args.task_dir, args.prompt_dir).values(), key=lambda t: (t.category, t.name)):
         if args.category and task.category != args.category:
             continue
@@ -88,15 +88,15 @@ def cmd_tasks(args: argparse.Namespace) -> int:
                "split": task.eval_split, "prompts": [p.name for p in task.prompts],
                "metrics": list(task.metrics), "license": task.license}
         if args.sizes:
-            row["size"] = _size(task, args.data_dir, unavailable)
+            row["size"] = size_of(task)
         rows.append(row)
+    if size_of.notes:
+        print(f"size '?': the data of {len(size_of.notes)} task(s) could not be loaded here:", file=sys.stderr)
+        for line in size_of.notes:
+            print(f"  {line}", file=sys.stderr)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    if unavailable:
-        print(f"size '?': the data of {len(unavailable)} task(s) could not be loaded here:", file=sys.stderr)
-        for line in unavailable:
-            print(f"  {line}", file=sys.stderr)
     columns = ["name", "category", "split"] + (["size"] if args.sizes else []) + ["prompts", "source", "license"]
     table = [[", ".join(r[c]) if isinstance(r[c], list) else str("?" if r[c] is None else r[c]) for c in columns]
              for r in rows]
@@ -107,16 +107,31 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     return 0
 
 
-def _size(task, data_dir: Path | None, unavailable: list[str]) -> int | None:
-    """Documents in the task's evaluated split (after its filter); None, noted, where they cannot be loaded."""
-    from evalsuite.data import default_data_dir, load_split
-    from evalsuite.errors import DataError
+class _Sizes:
+    """Counts each task's evaluated documents (after its filter) for ``tasks --sizes``, noting the tasks whose
+    data cannot be loaded. Once a hub dataset fails, the hub is not asked again: each attempt waits for retries."""
 
-    try:
-        return len(load_split(task, task.eval_split, data_dir or default_data_dir()).docs)
-    except DataError as exc:
-        unavailable.append(f"{task.name}: {str(exc).split(': ', 1)[-1][:120]}")
-        return None
+    def __init__(self, data_dir: Path | None):
+        from evalsuite.data import default_data_dir
+
+        self.data_dir = data_dir or default_data_dir()
+        self.notes: list[str] = []
+        self.hub_failed: str | None = None
+
+    def __call__(self, task) -> int | None:
+        from evalsuite.data import load_split
+        from evalsuite.errors import DataError
+
+        from_hub = self.data_dir is None or task.local is None
+        if from_hub and self.hub_failed:
+            self.notes.append(f"{task.name}: not tried (the hub failed for {self.hub_failed})")
+            return None
+        try:
+            return len(load_split(task, task.eval_split, self.data_dir).docs)
+        except DataError as exc:
+            self.notes.append(f"{task.name}: {str(exc).split(': ', 1)[-1][:120]}")
+            self.hub_failed = self.hub_failed or (task.name if from_hub else None)
+            return None
 
 
 def cmd_show(args: argparse.Namespace) -> int:
