@@ -16,7 +16,7 @@ import numpy as np
 
 from evalsuite.data import Split, default_data_dir, load_split
 from evalsuite.engines import Engine, GenerationRequest, encode_choices, encode_context, load_engine
-from evalsuite.errors import EvalsuiteError, MetricError, SpecError
+from evalsuite.errors import DataError, EvalsuiteError, MetricError, SpecError
 from evalsuite.prompting import FewshotSampler, Instance, PromptRenderer
 from evalsuite.results import RunWriter
 from evalsuite.scoring import (
@@ -27,6 +27,7 @@ from evalsuite.scoring import (
     answer_index,
     compute_metrics,
     confusion_counts,
+    expected_score,
     extract_answer,
     majority_vote,
     normalise,
@@ -140,6 +141,7 @@ def evaluate(
     data_seed: int | None = None,
     samples: int = 1,
     temperature: float = 0.0,
+    skip_unavailable: bool = False,
 ) -> RunResult:
     """Evaluate ``model`` on ``tasks`` and write a run folder under ``output``.
 
@@ -149,6 +151,9 @@ def evaluate(
     ``data_seed`` replaces the seeds of generated tasks (a fresh test set). For generation prompts,
     ``temperature`` > 0 samples, and ``samples`` > 1 draws that many answers per document (seeds
     ``seed * 1000 + k``) and takes their majority vote (self-consistency); log-likelihood prompts ignore both.
+    Every task's data is loaded before the model: with ``skip_unavailable`` a task whose data cannot be
+    loaded (e.g. a hub-only task offline) is left out and listed under ``skipped`` in the record, else the
+    run stops with that error.
     """
     started = time.perf_counter()
     if mode not in MODES:
@@ -163,9 +168,30 @@ def evaluate(
                         "temperature at least 0, and several samples need a temperature above 0 to differ")
     data_dir = Path(data_dir) if data_dir else default_data_dir()
     selected = select_tasks(load_tasks(task_dirs, prompt_dirs), tasks)
-    plan = [(task, prompt) for task in selected for prompt in _variants(task, prompts)]
     for task in selected:
         _check_metrics(task)
+        _variants(task, prompts)
+    splits: dict[tuple[str, str], Split] = {}
+
+    def split_of(task: TaskSpec, name: str) -> Split:
+        if (task.name, name) not in splits:
+            splits[task.name, name] = load_split(task, name, data_dir, data_seed)
+        return splits[task.name, name]
+
+    skipped = []
+    for task in list(selected):
+        try:
+            split_of(task, task.eval_split)
+            if shots and task.fewshot_split:
+                split_of(task, task.fewshot_split)
+        except DataError as exc:
+            if not skip_unavailable:
+                raise
+            skipped.append({"task": task.name, "reason": str(exc)})
+            selected.remove(task)
+    if not selected:
+        raise DataError("no selected task has its data available: " + "; ".join(s["reason"] for s in skipped))
+    plan = [(task, prompt) for task in selected for prompt in _variants(task, prompts)]
 
     load_started = time.perf_counter()
     runner = load_engine(engine, model, adapter=adapter, dtype=dtype, batch_size=batch_size) if isinstance(engine, str) else engine
@@ -197,13 +223,6 @@ def evaluate(
     model_name = Path(model.rstrip("/")).name or "model"
     run_id = f"{stamp:%Y%m%d-%H%M%S}-{model_name}-{mode}{'-' + str(shots) if shots else ''}-{digest}"
     writer = RunWriter(Path(output), run_id)
-    splits: dict[tuple[str, str], Split] = {}
-
-    def split_of(task: TaskSpec, name: str) -> Split:
-        if (task.name, name) not in splits:
-            splits[task.name, name] = load_split(task, name, data_dir, data_seed)
-        return splits[task.name, name]
-
     evaluations = []
     try:
         for task, prompt in plan:
@@ -227,6 +246,7 @@ def evaluate(
         "versions": _versions(),
         "timings": {"engine_load_s": round(engine_load_s, 3), "total_s": round(time.perf_counter() - started, 3)},
         "evaluations": evaluations,
+        "skipped": skipped,
     }
     return RunResult(writer.finish(record), record)
 
@@ -307,6 +327,8 @@ def _evaluate_one(runner: Engine, task: TaskSpec, prompt: PromptSpec, split_of, 
             bar.close()
     for sample in samples:  # a content key: runs pair per document even when their split order or limit differ
         sample["doc_hash"] = _sha256(json.dumps(evaluated.docs[sample["doc_id"]], sort_keys=True, default=str))[:16]
+    if task.graded:
+        _add_scores(instances, samples)
     writer.write_samples(samples)
     elapsed = time.perf_counter() - started
 
@@ -393,6 +415,17 @@ def _sample(task: TaskSpec, prompt: PromptSpec, inst: Instance, context: str, pr
     }
 
 
+def _add_scores(instances: list[Instance], samples: list[dict]) -> None:
+    """A graded task's predicted score per document (see :func:`evalsuite.scoring.expected_score`)."""
+    for inst, sample in zip(instances, samples):
+        values = inst.choice_scores
+        if "logprobs" in sample:
+            sample["score"] = expected_score(sample["logprobs"], values)
+        else:  # a generated answer: the extracted choice's value, or the mean value when unparseable
+            sample["score"] = values[sample["pred"]] if sample["pred"] >= 0 else float(np.mean(values))
+        sample["gold_score"] = inst.gold_score
+
+
 def _predictions(task: TaskSpec, instances: list[Instance], samples: list[dict]) -> Predictions:
     width = max(len(task.labels or ()), max((len(i.continuations) for i in instances), default=0),
                 max((len(i.answer_values) for i in instances), default=0), 1)
@@ -412,6 +445,8 @@ def _predictions(task: TaskSpec, instances: list[Instance], samples: list[dict])
         pred_norm=np.array(norm) if all(n is not None for n in norm) else None,
         pred_text=tuple(str(s.get("extracted") or (i.continuations[s["pred"]].strip() if s["pred"] >= 0 and i.continuations else "")) for s, i in zip(samples, instances)),
         gold_text=tuple(i.gold_text for i in instances),
+        score=np.array([s["score"] for s in samples]) if task.graded else None,
+        gold_score=np.array([i.gold_score for i in instances]) if task.graded else None,
     )
 
 
@@ -446,6 +481,7 @@ def show_prompts(
             answers = "\n".join(f"  [{'x' if k == inst.gold else ' '}] {c!r}" for k, c in enumerate(inst.continuations))
             tail = f"\n--- scored continuations ([x] = gold) ---\n{answers}"
         else:
-            tail = f"\n--- generated, answer read by /{variant.answer.pattern}/; gold: {inst.gold_text!r} ---"
+            gold = inst.answer_values[inst.gold] if 0 <= inst.gold < len(inst.answer_values) else inst.gold_text
+            tail = f"\n--- generated, answer read by /{variant.answer.pattern}/; gold: {gold!r} ---"
         shown.append((variant.name, inst.context + tail))
     return shown

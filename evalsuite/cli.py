@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     tasks = commands.add_parser("tasks", help="list tasks: name, category, source, size, license")
     tasks.add_argument("--category", choices=("logical", "commonsense", "semantic_matching"))
     tasks.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    tasks.add_argument("--sizes", action="store_true", help="load each task's data to count its documents")
+    tasks.add_argument("--sizes", action="store_true",
+                       help="load each task's evaluated split to count its documents ('?' where the data cannot be loaded)")
     _task_dirs(tasks)
     _data_dir(tasks)
 
@@ -71,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="generation prompts: sampling temperature (default 0: greedy)")
     run.add_argument("--output", type=Path, default=Path("results"), help="folder for run folders (default: results/)")
     run.add_argument("--no-progress", action="store_true")
+    run.add_argument("--skip-unavailable", action="store_true",
+                     help="leave out tasks whose data cannot be loaded (e.g. hub-only tasks offline) instead of stopping")
     _task_dirs(run)
     _data_dir(run)
 
@@ -97,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_tasks(args: argparse.Namespace) -> int:
     from evalsuite.api import load_tasks
 
-    rows = []
+    rows, size_of = [], _Sizes(args.data_dir)
     for task in sorted(load_tasks(args.task_dir, args.prompt_dir).values(), key=lambda t: (t.category, t.name)):
         if args.category and task.category != args.category:
             continue
@@ -105,20 +108,50 @@ def cmd_tasks(args: argparse.Namespace) -> int:
                "split": task.eval_split, "prompts": [p.name for p in task.prompts],
                "metrics": list(task.metrics), "license": task.license}
         if args.sizes:
-            from evalsuite.data import default_data_dir, load_split
-
-            row["size"] = len(load_split(task, task.eval_split, args.data_dir or default_data_dir()).docs)
+            row["size"] = size_of(task)
         rows.append(row)
+    if size_of.notes:
+        print(f"size '?': the data of {len(size_of.notes)} task(s) could not be loaded here:", file=sys.stderr)
+        for line in size_of.notes:
+            print(f"  {line}", file=sys.stderr)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     columns = ["name", "category", "split"] + (["size"] if args.sizes else []) + ["prompts", "source", "license"]
-    table = [[", ".join(r[c]) if isinstance(r[c], list) else str(r[c]) for c in columns] for r in rows]
+    table = [[", ".join(r[c]) if isinstance(r[c], list) else str("?" if r[c] is None else r[c]) for c in columns]
+             for r in rows]
     widths = [max(len(c), *(len(t[i]) for t in table)) if table else len(c) for i, c in enumerate(columns)]
     print("  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip())
     for t in table:
         print("  ".join(v.ljust(w) for v, w in zip(t, widths)).rstrip())
     return 0
+
+
+class _Sizes:
+    """Counts each task's evaluated documents (after its filter) for ``tasks --sizes``, noting the tasks whose
+    data cannot be loaded. Once a hub dataset fails, the hub is not asked again: each attempt waits for retries."""
+
+    def __init__(self, data_dir: Path | None):
+        from evalsuite.data import default_data_dir
+
+        self.data_dir = data_dir or default_data_dir()
+        self.notes: list[str] = []
+        self.hub_failed: str | None = None
+
+    def __call__(self, task) -> int | None:
+        from evalsuite.data import load_split
+        from evalsuite.errors import DataError
+
+        from_hub = self.data_dir is None or task.local is None
+        if from_hub and self.hub_failed:
+            self.notes.append(f"{task.name}: not tried (the hub failed for {self.hub_failed})")
+            return None
+        try:
+            return len(load_split(task, task.eval_split, self.data_dir).docs)
+        except DataError as exc:
+            self.notes.append(f"{task.name}: {str(exc).split(': ', 1)[-1][:120]}")
+            self.hub_failed = self.hub_failed or (task.name if from_hub else None)
+            return None
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -142,11 +175,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         data_dir=args.data_dir, output=args.output, task_dirs=args.task_dir, prompt_dirs=args.prompt_dir,
         fewshot_sampler=args.fewshot_sampler, chat_template=args.chat_template, n_boot=args.bootstrap,
         progress=not args.no_progress, data_seed=args.data_seed, samples=args.samples, temperature=args.temperature,
+        skip_unavailable=args.skip_unavailable,
     )
     for ev in result.record["evaluations"]:
         main = ev["metrics"][ev["main_metric"]]
         print(f"{ev['task']:<20} {ev['variant']:<10} n={ev['n']:<5} {ev['main_metric']}={main['value']:.3f} "
               f"[{main['low']:.3f}, {main['high']:.3f}]")
+    for skipped in result.record.get("skipped", []):
+        print(f"skipped {skipped['task']}: {skipped['reason']}")
+    if len({ev["variant"] for ev in result.record["evaluations"]}) > 1:
+        from evalsuite.leaderboard import gather
+        from evalsuite.leaderboard.variants import render_variants
+
+        print()
+        print(render_variants(gather([result.path])))
     print(f"results: {result.path}")
     return 0
 

@@ -172,7 +172,7 @@ def test_markdown_rows_escaping_and_definitions(tmp_path: Path) -> None:
 
 def test_csv_json_roundtrip_and_determinism(grid: Path, tmp_path: Path) -> None:
     paths = build_leaderboard([grid], tmp_path / "board")
-    assert set(paths) == {"md", "csv", "json"} and all(p.is_file() for p in paths.values())
+    assert set(paths) == {"md", "csv", "json", "variants"} and all(p.is_file() for p in paths.values())
     wide = leaderboard_table(gather([grid]))
     back = pd.read_csv(paths["csv"], keep_default_na=False, na_values=[""])
     assert back.columns.tolist() == wide.columns.tolist()
@@ -188,3 +188,21 @@ def test_csv_json_roundtrip_and_determinism(grid: Path, tmp_path: Path) -> None:
     before = {k: p.read_bytes() for k, p in paths.items()}
     again = build_leaderboard([grid], tmp_path / "board")
     assert {k: p.read_bytes() for k, p in again.items()} == before
+
+
+def test_variants_side_by_side(tmp_path: Path) -> None:
+    cot = [dict(evaluation(t, v - 0.1, lo - 0.1, hi - 0.1, n, "cot"), method="generation") for t, (v, lo, hi, n)
+           in SCORES.items() if t != "piqa"]
+    for ev in cot:
+        ev["metrics"]["unparseable_rate"] = {"name": "unparseable_rate", "value": 0.25, "low": 0.1, "high": 0.4,
+                                             "definition": "unparseable_rate: ..."}
+    write_run(tmp_path / "runs", "alpha", evaluations=shifted(0.0, "plain") + shifted(0.05, "lettered") + cot)
+    md = build_leaderboard([tmp_path / "runs"], tmp_path / "board")["variants"].read_text(encoding="utf-8")
+    assert "## alpha, zero-shot" in md
+    assert "| task | category | metric | n | plain | lettered | cot | cot unparseable |" in md
+    # rows in category order; piqa has no cot result
+    rows = [line for line in md.splitlines() if line.startswith("| ") and not line.startswith("| task")]
+    assert [r.split(" | ")[0][2:] for r in rows] == ["folio", "copa", "piqa", "rte"]
+    assert ("| copa | commonsense | accuracy | 100 | 0.600 [0.500, 0.700] | 0.650 [0.550, 0.750] | "
+            "0.500 [0.400, 0.600] | 0.250 |") in md
+    assert "| piqa | commonsense | accuracy | 200 | 0.800 [0.740, 0.860] | 0.850 [0.790, 0.910] | — | — |" in md

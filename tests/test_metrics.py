@@ -19,7 +19,9 @@ from evalsuite.scoring.metrics import (
     Predictions,
     bootstrap_indices,
     compute_metrics,
+    average_ranks,
     confusion_counts,
+    expected_score,
     resolve_metric,
 )
 
@@ -128,7 +130,8 @@ def _random_binary(n: int, seed: int) -> Predictions:
     pred = np.where(rng.random(n) < 0.75, gold, np.where(rng.random(n) < 0.5, 1 - gold, -1))
     texts = tuple(str(g) for g in gold)
     return Predictions(pred, gold, 2, ("no", "yes"), pred_norm=np.where(rng.random(n) < 0.8, gold, 1 - gold),
-                       pred_text=tuple(str(x) for x in pred), gold_text=texts)
+                       pred_text=tuple(str(x) for x in pred), gold_text=texts,
+                       score=gold + rng.normal(0, 1, n), gold_score=gold + rng.random(n))
 
 
 def test_interval_contains_point_value() -> None:
@@ -194,7 +197,7 @@ def test_large_input_is_chunked() -> None:
 # ---------------------------------------------------------------- registry, errors, helpers
 def test_registry_and_unknown_metric() -> None:
     assert set(METRICS) == {"accuracy", "accuracy_norm", "f1", "f1_macro", "f1_binary", "mcc",
-                            "exact_match", "unparseable_rate"}
+                            "exact_match", "unparseable_rate", "pearson", "spearman"}
     assert resolve_metric("mcc").name == "mcc"
     with pytest.raises(MetricError, match=r"'bleu'.*known metrics: accuracy, accuracy_norm"):
         resolve_metric("bleu")
@@ -241,3 +244,58 @@ def test_result_to_dict_and_immutability() -> None:
     p = _random_binary(5, 0)
     with pytest.raises(ValueError):
         p.pred[0] = 1
+
+
+# ---------------------------------------------------------------- correlations (graded scores)
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.floats(0, 5, allow_nan=False)), min_size=3, max_size=40))
+def test_correlations_match_scipy(pairs: list[tuple[int, float]]) -> None:
+    from scipy import stats as scipy_stats  # a dev dependency
+    gold = np.array([g for g, _ in pairs], dtype=float)
+    score = np.array([s for _, s in pairs])
+    p = Predictions(np.zeros(len(pairs), dtype=int), np.zeros(len(pairs), dtype=int), 1, ("r",),
+                    score=score, gold_score=gold)
+    res = compute_metrics(["pearson", "spearman"], p, n_boot=5)
+    constant = np.ptp(score) == 0 or np.ptp(gold) == 0
+    expected_p = 0.0 if constant else scipy_stats.pearsonr(score, gold)[0]
+    expected_s = 0.0 if constant else scipy_stats.spearmanr(score, gold)[0]
+    if np.isnan(expected_s):  # scipy gives nan where the ranks of one side are all tied
+        expected_s = 0.0
+    assert res["pearson"].value == pytest.approx(expected_p, abs=1e-9)
+    assert res["spearman"].value == pytest.approx(expected_s, abs=1e-9)
+
+
+def test_average_ranks_match_scipy() -> None:
+    from scipy import stats as scipy_stats  # a dev dependency
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 5, (50, 17)).astype(float)
+    assert np.array_equal(average_ranks(x), scipy_stats.rankdata(x, axis=1))
+
+
+def test_correlation_intervals_come_from_shared_resamples() -> None:
+    rng = np.random.default_rng(2)
+    gold = rng.uniform(0, 5, 80)
+    score = gold + rng.normal(0, 1.5, 80)
+    p = Predictions(np.zeros(80, dtype=int), np.zeros(80, dtype=int), 1, ("r",), score=score, gold_score=gold)
+    res = compute_metrics(["pearson", "spearman"], p, n_boot=300, seed=5)
+    idx = bootstrap_indices(80, 300, 5)
+    boots = [np.corrcoef(score[i], gold[i])[0, 1] for i in idx]
+    assert (res["pearson"].low, res["pearson"].high) == pytest.approx(tuple(np.quantile(boots, [0.025, 0.975])),
+                                                                      abs=1e-9)
+    assert res["pearson"].low < res["pearson"].value < res["pearson"].high
+    assert res["spearman"].low < res["spearman"].value < res["spearman"].high
+
+
+def test_expected_score_is_the_softmax_weighted_value() -> None:
+    # log-likelihoods log(0.2), log(0.3), log(0.5) -> 0.2*0 + 0.3*1 + 0.5*2 = 1.3, whatever the common offset
+    logprobs = np.log([0.2, 0.3, 0.5])
+    assert expected_score(logprobs, [0, 1, 2]) == pytest.approx(1.3, abs=1e-12)
+    assert expected_score(logprobs - 700.0, [0, 1, 2]) == pytest.approx(1.3, abs=1e-12)  # no underflow
+    assert expected_score([-1.0], [4.0]) == 4.0
+
+
+def test_scores_are_checked() -> None:
+    with pytest.raises(MetricError, match="score has 1 entries"):
+        Predictions(np.array([0, 0]), np.array([0, 0]), 1, ("r",), score=[1.0], gold_score=[1.0, 2.0])
+    with pytest.raises(MetricError, match="finite"):
+        Predictions(np.array([0]), np.array([0]), 1, ("r",), score=[float("nan")], gold_score=[1.0])

@@ -352,7 +352,7 @@ def test_empty_selection():
 
 def test_unknown_prompt_variant():
     task = api.load_tasks()["copa"]
-    with pytest.raises(SpecError, match=r"task 'copa' has no prompt variant 'fancy' \(it has: plain, lettered\)"):
+    with pytest.raises(SpecError, match=r"task 'copa' has no prompt variant 'fancy' \(it has: plain, lettered, cot\)"):
         task.prompt("fancy")
 
 

@@ -2,7 +2,8 @@
 
 Raw files in a data directory are read by one parser per format (:mod:`evalsuite.data.formats`), which
 emit the same schema as the task's Hugging Face dataset, so one template serves both sources. Generated
-tasks draw their items from a seed (:mod:`evalsuite.data.generators`), whatever the data directory.
+tasks draw their items from a seed (:mod:`evalsuite.data.generators`), whatever the data directory. A
+task's ``filter`` expression is applied to every loaded split.
 """
 
 from __future__ import annotations
@@ -49,14 +50,15 @@ def load_split(task: TaskSpec, split: str, data_dir: Path | None = None, data_se
 
     A ``generated`` source draws its items from the split's seed, or from ``data_seed`` when given (a
     fresh, never-seen test set). With a data directory and a ``local`` source, the raw files are read from
-    it; otherwise the hub dataset is loaded with ``datasets.load_dataset``.
+    it; otherwise the hub dataset is loaded with ``datasets.load_dataset``. Documents failing the task's
+    ``filter`` are dropped.
     """
     if task.generated is not None:
         return _load_generated(task, split, data_seed)
     if data_dir is not None and task.local is not None:
-        return _load_local(task, split, Path(data_dir))
+        return _filtered(task, _load_local(task, split, Path(data_dir)))
     if task.hub is not None:
-        return _load_hub(task, split)
+        return _filtered(task, _load_hub(task, split))
     raise DataError(
         f"task '{task.name}' ({task.path}) only has local files: pass --data-dir or set {DATA_DIR_ENV} "
         "to the folder that holds them"
@@ -121,3 +123,27 @@ def _load_generated(task: TaskSpec, split: str, data_seed: int | None) -> Split:
         raise SpecError(f"{task.path}: field '{field}.params.levels': {exc}") from None
     origin = f"generated:{source.generator}:{split}:seed={seed}:n={spec.n}"
     return Split(task.name, split, docs, origin, content_hash(docs))
+def _filtered(task: TaskSpec, loaded: Split) -> Split:
+    """Keep the documents for which the task's ``filter`` expression is true."""
+    if task.filter is None:
+        return loaded
+    import jinja2
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    env = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined)
+    keep = env.compile_expression(task.filter, undefined_to_none=False)
+    docs = []
+    for number, doc in enumerate(loaded.docs):
+        try:
+            kept = bool(keep(**doc))
+        except Exception as exc:  # noqa: BLE001 - one message naming the task file, field and document
+            raise DataError(
+                f"{task.path}: field 'filter' on document {number} of split '{loaded.name}' "
+                f"({loaded.origin}): {type(exc).__name__}: {exc}"
+            ) from None
+        if kept:
+            docs.append(doc)
+    if not docs:
+        raise DataError(f"{task.path}: field 'filter' {task.filter!r} keeps no document of split '{loaded.name}' "
+                        f"({loaded.origin})")
+    return Split(loaded.task, loaded.name, docs, f"{loaded.origin} filtered by {task.filter!r}", content_hash(docs))

@@ -25,7 +25,7 @@ ROW_KEY = ["model", "adapter", "setting", "variant"]
 KEY = ROW_KEY + ["task"]
 LONG_COLUMNS = [
     "model", "engine", "adapter", "mode", "shots", "setting", "variant", "task", "category", "metric",
-    "value", "low", "high", "n", "run_id", "created", "data_hash", "dtype", "definition", "folder",
+    "value", "low", "high", "n", "unparseable", "run_id", "created", "data_hash", "dtype", "definition", "folder",
 ]
 DEFINITIONS = {
     "cell": "A task cell shows the task's main metric as value [low, high]: the point estimate and its 95% "
@@ -70,6 +70,7 @@ def _rows(folder: Path) -> list[dict[str, Any]]:
                 **common, "variant": ev["variant"], "task": ev["task"], "category": ev.get("category") or "",
                 "metric": metric, "value": _float(m.get("value")), "low": _float(m.get("low")),
                 "high": _float(m.get("high")), "n": int(ev.get("n") or 0),
+                "unparseable": _float((ev["metrics"].get("unparseable_rate") or {}).get("value")),
                 "data_hash": (ev.get("hashes") or {}).get("data"), "definition": m.get("definition") or "",
             })
         return rows
@@ -274,7 +275,10 @@ def _json(long: pd.DataFrame, wide: pd.DataFrame) -> dict[str, Any]:
 
 
 def build_leaderboard(run_dirs: Sequence[Path], output: Path) -> dict[str, Path]:
-    """Write ``leaderboard.md``, ``.csv`` and ``.json`` under ``output`` (each atomically); return their paths."""
+    """Write ``leaderboard.md``, ``.csv``, ``.json`` and ``variants.md`` (prompt variants side by side, see
+    :mod:`evalsuite.leaderboard.variants`) under ``output``, each atomically; return their paths."""
+    from evalsuite.leaderboard.variants import render_variants
+
     searched = ", ".join(str(p) for p in run_dirs) or "(no folders given)"
     long = gather(run_dirs) if run_dirs else pd.DataFrame(columns=LONG_COLUMNS)
     if long.empty:
@@ -283,8 +287,10 @@ def build_leaderboard(run_dirs: Sequence[Path], output: Path) -> dict[str, Path]
     wide = leaderboard_table(long)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    paths = {"md": output / "leaderboard.md", "csv": output / "leaderboard.csv", "json": output / "leaderboard.json"}
+    paths = {"md": output / "leaderboard.md", "csv": output / "leaderboard.csv", "json": output / "leaderboard.json",
+             "variants": output / "variants.md"}
     atomic_write_text(paths["md"], render_markdown(long, wide))
     atomic_write_text(paths["csv"], wide.to_csv(index=False, lineterminator="\n"))
     atomic_write_text(paths["json"], json.dumps(_json(long, wide), indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+    atomic_write_text(paths["variants"], render_variants(long))
     return paths

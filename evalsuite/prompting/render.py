@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import string
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -22,7 +23,8 @@ class Instance:
     ``context`` is the full prompt (preamble, few-shot examples, this document); ``continuations`` are the
     answer strings scored after it (target delimiter included); ``gold`` indexes them (or the task labels);
     ``gold_text`` is the expected answer string; ``answer_values`` are the strings a generated answer is
-    matched against, one per choice.
+    matched against, one per choice. Graded tasks also carry ``choice_scores`` (the numeric value of each
+    choice) and ``gold_score`` (the document's graded score).
     """
 
     doc_id: int
@@ -32,6 +34,18 @@ class Instance:
     gold_text: str
     answer_values: tuple[str, ...]
     fewshot_ids: tuple[int, ...]
+    choice_scores: tuple[float, ...] = ()
+    gold_score: float | None = None
+
+
+def _regex_replace(value: str, pattern: str, replacement: str = "") -> str:
+    """``re.sub``: e.g. HellaSwag's bracketed WikiHow artifacts, ``text | regex_replace('\\[.*?\\]', '')``."""
+    return re.sub(pattern, replacement, str(value))
+
+
+def _regex_findall(value: str, pattern: str) -> list:
+    """``re.findall``: e.g. the "(A) ..." option lines of a BIG-Bench Hard input."""
+    return re.findall(pattern, str(value))
 
 
 def _environment() -> ImmutableSandboxedEnvironment:
@@ -40,6 +54,7 @@ def _environment() -> ImmutableSandboxedEnvironment:
     )
     # ``range`` is deliberately not replaced: the sandbox's own ``range`` refuses huge ranges (MAX_RANGE).
     env.globals.update(letters=LETTERS, enumerate=enumerate, zip=zip, len=len)
+    env.filters.update(regex_replace=_regex_replace, regex_findall=_regex_findall)
     return env
 
 
@@ -99,6 +114,11 @@ class PromptRenderer:
         )
         values = prompt.answer.values if prompt.answer else None
         self._values = self._expression(values, "answer.values") if values else None
+        graded = task.graded
+        self._graded = (
+            (self._expression(graded.values, "graded.values"), self._expression(graded.gold, "graded.gold"))
+            if graded else None
+        )
 
     def _expression(self, source: str, field: str) -> tuple[Callable[..., Any], str, str]:
         owner = self.prompt.path if field in ("fewshot_target", "answer.values") or (
@@ -172,6 +192,26 @@ class PromptRenderer:
             )
         return -1, text
 
+    def scores_of(self, doc: dict, doc_id: int, n_choices: int) -> tuple[tuple[float, ...], float | None]:
+        """A graded task's numeric value per choice and the document's gold score (``()``, ``None`` otherwise)."""
+        if self._graded is None:
+            return (), None
+        values_expr, gold_expr = self._graded
+        try:
+            values = tuple(float(v) for v in self._evaluate(values_expr, doc, doc_id))
+            gold = float(self._evaluate(gold_expr, doc, doc_id))
+        except (TypeError, ValueError) as exc:
+            raise TemplateError(
+                f"{self.task.path}: field 'graded' on document {doc_id} of task '{self.task.name}': "
+                f"values must be a list of numbers and gold a number ({exc})"
+            ) from None
+        if len(values) != n_choices:
+            raise TemplateError(
+                f"{self.task.path}: field 'graded.values' gives {len(values)} values on document {doc_id}, "
+                f"but prompt {self.prompt.path} has {n_choices} choices"
+            )
+        return values, gold
+
     def answer_values_of(self, doc: dict, doc_id: int, choices: Sequence[str]) -> tuple[str, ...]:
         if self._values is None:
             return tuple(choices)
@@ -195,12 +235,16 @@ class PromptRenderer:
         context = prompt.fewshot_separator.join(parts)
         choices = self.choices_of(doc, doc_id)
         gold, gold_text = self.gold_of(doc, doc_id, choices)
+        answer_values = self.answer_values_of(doc, doc_id, choices)
+        choice_scores, gold_score = self.scores_of(doc, doc_id, len(answer_values))
         return Instance(
             doc_id=doc_id,
             context=context,
             continuations=tuple(prompt.target_delimiter + c for c in choices),
             gold=gold,
             gold_text=gold_text,
-            answer_values=self.answer_values_of(doc, doc_id, choices),
+            answer_values=answer_values,
             fewshot_ids=tuple(ex_id for ex_id, _ in examples),
+            choice_scores=choice_scores,
+            gold_score=gold_score,
         )

@@ -34,6 +34,8 @@ SCHEMA = {
     "'difficulty' (generated tasks): by_difficulty{level: {n, accuracy, low, high, unparseable_rate}}; with "
     "several samples per document: self_consistency{samples, temperature, vote, agreement{value, low, high, "
     "definition}}",
+    "skipped": "tasks left out because their data could not be loaded (run with skip_unavailable): "
+    "[{task, reason}]",
 }
 
 

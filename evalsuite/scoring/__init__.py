@@ -10,6 +10,7 @@ from evalsuite.scoring.metrics import (
     bootstrap_indices,
     compute_metrics,
     confusion_counts,
+    expected_score,
     resolve_metric,
 )
 
@@ -28,6 +29,7 @@ __all__ = [
     "bootstrap_indices",
     "compute_metrics",
     "confusion_counts",
+    "expected_score",
     "extract_answer",
     "normalise",
     "resolve_metric",

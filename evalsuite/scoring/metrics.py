@@ -31,6 +31,19 @@ def _int_array(field: str, x: Any) -> np.ndarray:
     return a
 
 
+def _float_array(field: str, x: Any) -> np.ndarray:
+    try:
+        a = np.array(x, dtype=np.float64)  # copy, then freeze
+    except (TypeError, ValueError):
+        raise MetricError(f"Predictions.{field} must hold numbers") from None
+    if a.ndim != 1:
+        raise MetricError(f"Predictions.{field} must be one-dimensional, got shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise MetricError(f"Predictions.{field} must hold finite numbers")
+    a.setflags(write=False)
+    return a
+
+
 @dataclass(frozen=True, eq=False)  # eq=False: ndarray fields make a field-wise __eq__/__hash__ meaningless
 class Predictions:
     """Per-document predictions of one task × prompt variant."""
@@ -43,7 +56,8 @@ class Predictions:
     pred_norm: np.ndarray | None = None  # int, prediction under length-normalised log-likelihood
     pred_text: tuple[str, ...] | None = None  # for exact_match: extracted answer strings
     gold_text: tuple[str, ...] | None = None
-    # Graded similarity tasks may later add e.g. ``score`` / ``gold_score`` float arrays.
+    score: np.ndarray | None = None  # float, predicted graded score (similarity tasks), see expected_score
+    gold_score: np.ndarray | None = None  # float, gold graded score
 
     def __post_init__(self) -> None:
         k = int(self.n_classes)
@@ -67,6 +81,12 @@ class Predictions:
                 raise MetricError(f"Predictions.{f} has {len(a)} entries but gold has {n}")
             if n and (a.min() < UNPARSEABLE or a.max() >= k):
                 raise MetricError(f"Predictions.{f} must lie in [-1, {k}), got range [{a.min()}, {a.max()}]")
+        for f in ("score", "gold_score"):
+            if getattr(self, f) is not None:
+                a = _float_array(f, getattr(self, f))
+                object.__setattr__(self, f, a)
+                if len(a) != n:
+                    raise MetricError(f"Predictions.{f} has {len(a)} entries but gold has {n}")
         for f in ("pred_text", "gold_text"):
             t = getattr(self, f)
             if t is not None:
@@ -184,6 +204,61 @@ def _needs_binary(p: Predictions) -> np.ndarray:
     return _cell_codes(p)
 
 
+# ---------------------------------------------------------------- correlations of graded scores
+def expected_score(logprobs: Sequence[float], values: Sequence[float]) -> float:
+    """Σ_k p_k · v_k with p = softmax of the choices' log-likelihoods: the model's expected rating."""
+    lp = np.asarray(logprobs, dtype=np.float64)
+    p = np.exp(lp - lp.max())
+    return float((p / p.sum()) @ np.asarray(values, dtype=np.float64))
+
+
+def _score_pairs(p: Predictions) -> np.ndarray:
+    if p.score is None or p.gold_score is None:
+        raise MetricError("pearson and spearman need Predictions.score and Predictions.gold_score: they apply to "
+                          "graded tasks (a task with a 'graded' section)")
+    return np.stack([p.score, p.gold_score], axis=-1)  # (n, 2); resampled to (B, n, 2)
+
+
+def _pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Row-wise Pearson correlation of (B, n) arrays; 0 where either row is constant."""
+    xc = x - x.mean(axis=1, keepdims=True)
+    yc = y - y.mean(axis=1, keepdims=True)
+    num = (xc * yc).sum(axis=1)
+    den = np.sqrt((xc * xc).sum(axis=1) * (yc * yc).sum(axis=1))
+    ok = (np.ptp(x, axis=1) > 0) & (np.ptp(y, axis=1) > 0) & (den > 0)  # exact test: means round
+    return np.clip(np.divide(num, den, out=np.zeros(num.shape), where=ok), -1.0, 1.0)
+
+
+def average_ranks(x: np.ndarray) -> np.ndarray:
+    """Row-wise ranks 1..n of a (B, n) array, ties sharing their average rank (scipy.stats.rankdata 'average')."""
+    b, n = x.shape
+    order = np.argsort(x, axis=1, kind="stable")
+    s = np.take_along_axis(x, order, axis=1)
+    pos = np.broadcast_to(np.arange(n), (b, n))
+    starts = np.ones((b, n), dtype=bool)
+    starts[:, 1:] = s[:, 1:] != s[:, :-1]
+    first = np.maximum.accumulate(np.where(starts, pos, 0), axis=1)  # first position of each tie run
+    ends = np.ones((b, n), dtype=bool)
+    ends[:, :-1] = starts[:, 1:]
+    last = np.flip(np.minimum.accumulate(np.flip(np.where(ends, pos, n), axis=1), axis=1), axis=1)
+    ranks = np.empty((b, n))
+    np.put_along_axis(ranks, order, (first + last) / 2.0 + 1.0, axis=1)
+    return ranks
+
+
+def _pearson(pairs: np.ndarray, _p: Predictions) -> np.ndarray:
+    return _pearson_rows(pairs[..., 0], pairs[..., 1])
+
+
+def _spearman(pairs: np.ndarray, _p: Predictions) -> np.ndarray:
+    return _pearson_rows(average_ranks(pairs[..., 0]), average_ranks(pairs[..., 1]))
+
+
+_SCORE = ("the predicted score is the expected rating Σ_k p_k·v_k over the task's choices, with v_k the value of "
+          "choice k and p the softmax of the choices' log-likelihoods (log-likelihood prompts), or the value of the "
+          "extracted choice (generated answers; an unparseable answer gets the mean of the values, a constant guess)")
+
+
 # ---------------------------------------------------------------- definitions
 _UNP = "unparseable answers (pred = -1) count as wrong"
 _UNP_CM = ("unparseable answers (pred = -1) form their own predicted column of the confusion matrix "
@@ -223,6 +298,13 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
            lambda p: ("exact_match: mean(pred_text.strip() == gold_text.strip()): leading/trailing whitespace "
                       "removed (str.strip), otherwise case- and punctuation-sensitive; a missing answer (None) "
                       "is wrong")),
+    Metric("pearson", _score_pairs, _pearson,
+           lambda p: ("pearson: Pearson correlation coefficient between predicted and gold graded scores over "
+                      f"documents, 0 when either is constant; {_SCORE}")),
+    Metric("spearman", _score_pairs, _spearman,
+           lambda p: ("spearman: Spearman rank correlation (Pearson correlation of the ranks, ties given their "
+                      "average rank) between predicted and gold graded scores over documents, 0 when either is "
+                      f"constant; {_SCORE}")),
     Metric("unparseable_rate", lambda p: (p.pred == UNPARSEABLE).astype(np.float64), _mean,
            lambda p: "unparseable_rate: mean(pred == -1), the fraction of answers that could not be parsed"),
 ]}

@@ -4,6 +4,11 @@ A task names its data (a Hugging Face hub dataset and/or raw files in a data dir
 a generator from a seed), which logical
 split is evaluated and which one few-shot examples come from, the answer space (Jinja expressions over a
 document), its prompt variants (``prompts/<task>/<variant>.jinja``) and its metrics.
+
+Two optional keys serve particular datasets: ``filter`` (a Jinja boolean expression; documents for which it
+is false are dropped when a split is loaded, e.g. SNLI's unlabelled ``label == -1`` pairs) and ``graded``
+(for similarity ratings: ``values``, the numeric value of each choice, and ``gold``, the document's graded
+score; the pipeline then predicts a score per document, see :mod:`evalsuite.scoring.metrics`).
 """
 
 from __future__ import annotations
@@ -69,6 +74,15 @@ class GeneratedSource:
 
 
 @dataclass(frozen=True)
+class GradedScore:
+    """A graded (similarity) task: ``values`` gives the number each choice stands for, in the choices' order
+    (the same for every prompt variant); ``gold`` gives the document's graded gold score."""
+
+    values: str
+    gold: str
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     """A validated task. ``choices`` and ``target`` are Jinja expressions evaluated on a document."""
 
@@ -92,6 +106,8 @@ class TaskSpec:
     fewshot_sampler: str
     tags: tuple[str, ...] = ()
     generated: GeneratedSource | None = None
+    filter: str | None = None
+    graded: GradedScore | None = None
 
     def prompt(self, name: str) -> PromptSpec:
         for prompt in self.prompts:
@@ -216,6 +232,11 @@ def load_task(path: Path, prompt_dirs: list[Path]) -> TaskSpec:
     if positive is not None and (labels is None or positive not in labels):
         raise f.error("positive", f"{positive!r} must be one of the task's labels {labels}")
 
+    doc_filter = f.get("filter", str, None)
+    if doc_filter is not None:
+        _check_expression(f, "filter", doc_filter)
+    graded = _graded(f.sub("graded", None))
+
     prompt_names = f.strings("prompts")
     if not prompt_names:
         raise f.error("prompts", "needs at least one prompt variant")
@@ -250,9 +271,22 @@ def load_task(path: Path, prompt_dirs: list[Path]) -> TaskSpec:
         fewshot_sampler=sampler,
         tags=f.strings("tags", ()),
         generated=generated,
+        filter=doc_filter,
+        graded=graded,
     )
     f.finish()
     return task
+
+
+def _graded(fields: Fields | None) -> GradedScore | None:
+    if fields is None:
+        return None
+    graded = GradedScore(
+        values=_check_expression(fields, "values", fields.get("values", str)),
+        gold=_check_expression(fields, "gold", fields.get("gold", str)),
+    )
+    fields.finish()
+    return graded
 
 
 def _find_prompt(f: Fields, task: str, variant: str, prompt_dirs: list[Path]) -> PromptSpec:
