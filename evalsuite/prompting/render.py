@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import string
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -34,10 +35,37 @@ class Instance:
     fewshot_ids: tuple[int, ...]
 
 
+# Templates need small numbers and short strings; bigger results of ** and * are refused, not computed:
+# a template such as "{{ 9 ** 9 ** 9 }}" or "{{ 'x' * 10 ** 9 }}" would otherwise hang or exhaust memory.
+MAX_INT_BITS = 4096
+MAX_REPEAT = 100_000  # items in a string or list made by *
+
+
+class _BoundedSandbox(ImmutableSandboxedEnvironment):
+    """The immutable sandbox with bounded ``**`` and ``*``."""
+
+    intercepted_binops = frozenset({"**", "*"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and _is_int(left) and _is_int(right) and right > 0:
+            if abs(left) > 1 and math.log2(abs(left)) * right > MAX_INT_BITS:
+                raise SecurityError(f"{left} ** {right} is too large for a template (limit {MAX_INT_BITS} bits)")
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                if isinstance(seq, (str, list, tuple)) and _is_int(times) and len(seq) * times > MAX_REPEAT:
+                    raise SecurityError(f"repeating a sequence of {len(seq)} items {times} times is too large for a "
+                                        f"template (limit {MAX_REPEAT})")
+            if _is_int(left) and _is_int(right) and abs(left).bit_length() + abs(right).bit_length() > MAX_INT_BITS:
+                raise SecurityError(f"a product of integers this large is not allowed in a template (limit {MAX_INT_BITS} bits)")
+        return super().call_binop(context, operator, left, right)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(
-        undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False
-    )
+    env = _BoundedSandbox(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False)
     # ``range`` is deliberately not replaced: the sandbox's own ``range`` refuses huge ranges (MAX_RANGE).
     env.globals.update(letters=LETTERS, enumerate=enumerate, zip=zip, len=len)
     return env
