@@ -5,6 +5,7 @@ continuations are packed into one row, and a block attention mask lets each cont
 and itself only, with position ids restarting after the context for every continuation. The output head
 is applied only at positions that predict a continuation token. Rows are sorted by length and batched
 under a token budget; right padding never changes a score because padded keys are masked out.
+A batch that runs out of memory is split in halves and retried, down to single rows.
 """
 
 from __future__ import annotations
@@ -144,16 +145,20 @@ class HFEngine:
 
     # -- running out of memory ----------------------------------------------------------------------
     def _within_memory(self, run: Callable[[list], list], batch: list) -> list:
-        """``run(batch)``, in pieces no larger than what last fitted in memory (see :meth:`_halving`)."""
-        size = min(len(batch), self._rows_that_fit or len(batch))
-        return [out for start in range(0, len(batch), size) for out in self._halving(run, batch[start : start + size])]
+        """``run`` over ``batch`` in pieces no larger than what last fitted in memory.
 
-    def _halving(self, run: Callable[[list], list], batch: list) -> list:
-        """``run(batch)``; when it runs out of memory, run each half in turn, down to single rows.
-
-        Every row is computed on its own terms (scores do not depend on batch-mates), so the answers equal
-        those of an unsplit batch; later batches start at the size that fitted.
+        A piece that runs out of memory is halved and retried, down to single rows; later pieces and batches
+        start at the size that fitted. Scores do not depend on batch-mates, so the answers equal an unsplit run's.
         """
+        out: list = []
+        start = 0
+        while start < len(batch):
+            size = min(len(batch) - start, self._rows_that_fit or len(batch))
+            out += self._attempt(run, batch[start : start + size])
+            start += size
+        return out
+
+    def _attempt(self, run: Callable[[list], list], batch: list) -> list:
         try:
             return run(batch)
         except Exception as exc:  # noqa: BLE001 - only out-of-memory errors are handled, others re-raised
@@ -167,10 +172,10 @@ class HFEngine:
                 f"out of memory on a single request on {self.device} ({message}): use a smaller dtype "
                 "(--dtype bfloat16), a device with more memory, or shorter prompts (fewer --shots)"
             )
-        half = (len(batch) + 1) // 2
-        self._rows_that_fit = min(self._rows_that_fit or half, half)
-        log.warning("out of memory on a batch of %d on %s; retrying in batches of %d", len(batch), self.device, half)
-        return self._halving(run, batch[:half]) + self._halving(run, batch[half:])
+        self._rows_that_fit = (len(batch) + 1) // 2
+        log.warning("out of memory on a batch of %d on %s; retrying in batches of %d", len(batch), self.device,
+                    self._rows_that_fit)
+        return self._within_memory(run, batch)
 
     # -- packing and batching -----------------------------------------------------------------------
     def _rows(self, requests: Sequence[LoglikelihoodRequest]) -> list[tuple[list[int], list[int], list[tuple[int, int]]]]:

@@ -47,17 +47,21 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset({"**", "*"})
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "**" and _is_int(left) and _is_int(right) and right > 0:
-            if abs(left) > 1 and math.log2(abs(left)) * right > MAX_INT_BITS:
-                raise SecurityError(f"{left} ** {right} is too large for a template (limit {MAX_INT_BITS} bits)")
+        if operator == "**" and _is_int(left) and _is_int(right) and right > 0 and abs(left) > 1:
+            _check_bits(math.log2(abs(left)) * right, "power")
         if operator == "*":
+            if _is_int(left) and _is_int(right):
+                _check_bits(abs(left).bit_length() + abs(right).bit_length(), "product")
             for seq, times in ((left, right), (right, left)):
                 if isinstance(seq, (str, list, tuple)) and _is_int(times) and len(seq) * times > MAX_REPEAT:
-                    raise SecurityError(f"repeating a sequence of {len(seq)} items {times} times is too large for a "
+                    raise SecurityError(f"a repeated sequence of {len(seq) * times} items is too large for a "
                                         f"template (limit {MAX_REPEAT})")
-            if _is_int(left) and _is_int(right) and abs(left).bit_length() + abs(right).bit_length() > MAX_INT_BITS:
-                raise SecurityError(f"a product of integers this large is not allowed in a template (limit {MAX_INT_BITS} bits)")
         return super().call_binop(context, operator, left, right)
+
+
+def _check_bits(bits: float, what: str) -> None:
+    if bits > MAX_INT_BITS:
+        raise SecurityError(f"an integer {what} of about {int(bits)} bits is too large for a template (limit {MAX_INT_BITS} bits)")
 
 
 def _is_int(value: Any) -> bool:
