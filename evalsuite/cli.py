@@ -163,6 +163,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
     from datetime import datetime
 
     from evalsuite.engines.cache import RequestCache
@@ -176,7 +177,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps({"path": str(cache.path), "size_bytes": cache.size_bytes(),
                               "entries": sum(m.entries for m in models),
-                              "models": [m.__dict__ for m in models]}, indent=2))
+                              "models": [asdict(m) for m in models]}, indent=2))
             return 0
         print(f"{cache.path}: {sum(m.entries for m in models)} entries, {cache.size_bytes() / 1e6:.1f} MB")
         for m in models:

@@ -23,7 +23,7 @@ from evalsuite.engines import ContinuationScore, GenerationRequest, Loglikelihoo
 from evalsuite.engines.cache import CachedEngine, RequestCache, request_key
 from evalsuite.errors import EngineError
 from evalsuite.prompting import PromptRenderer
-from evalsuite.results import find_runs, read_run, read_samples
+from evalsuite.results import RunWriter, find_runs, read_run, read_samples
 from tiny_models import tiny_llama
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -203,6 +203,26 @@ def test_cache_command_reports_and_clears_entries(tmp_path, capsys):
 
 # --- killed and resumed runs -----------------------------------------------------------------------------
 
+def test_a_finished_run_removes_only_abandoned_partial_folders_of_its_configuration(tmp_path):
+    config = "tiny-zero-shot-43c5b979"
+    dead = tmp_path / f"20261122-170000-{config}.partial"
+    dead.mkdir()
+    (dead / "samples.jsonl").write_text('{"doc_id": 0}\n')
+    empty = tmp_path / f"20261122-170001-{config}-2.partial"  # killed before it wrote a file
+    empty.mkdir()
+    other = tmp_path / "20261122-170002-tiny-zero-shot-0badc0de.partial"
+    other.mkdir()
+    (other / "samples.jsonl").write_text("")
+    alive = RunWriter(tmp_path, f"20261122-180000-{config}")  # same configuration, still running
+
+    finished = RunWriter(tmp_path, f"20261122-180000-{config}").finish({"run_id": "x"})
+    assert finished.name == f"20261122-180000-{config}-2"
+    assert not dead.exists() and not empty.exists()
+    assert other.exists() and alive.partial.exists()
+    assert alive.finish({"run_id": "y"}).name == f"20261122-180000-{config}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"20261122-180000-{config}", finished.name, other.name])
+
+
 TASKS, LIMIT = ("copa", "piqa"), 30
 COUNTS = re.compile(r"(\d+) loglikelihood requests: (\d+) from the cache, (\d+) to compute")
 
@@ -254,11 +274,11 @@ def test_a_run_killed_again_and_again_resumes_to_the_same_results(tmp_path, data
         with open(tmp_path / "stderr.txt", "w") as stderr:
             process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
             if round_ < len(interruptions):
-                # A random point in the rest of the run, well before its end.
-                target = len(before) + rng.randint(1, (len(everything) - len(before)) // 2)
+                # A random point in the rest of the run, at least 10 answers before its end.
+                target = len(before) + rng.randint(1, max(1, (len(everything) - len(before) - 10) // 2))
                 deadline = time.monotonic() + 300
                 while len(stored_keys(db)) < target and process.poll() is None and time.monotonic() < deadline:
-                    time.sleep(0.02)
+                    time.sleep(0.005)
                 process.send_signal(interruptions[round_])
             code = process.wait(timeout=600)
         log = (tmp_path / "stderr.txt").read_text()

@@ -150,11 +150,14 @@ class RequestCache:
         sql = "DELETE FROM answers" + (" WHERE " + " AND ".join(where) if where else "")
         with self._lock:
             deleted = self._db.execute(sql, params).rowcount
+            self._db.execute("PRAGMA busy_timeout = 1000")
             try:  # give the space back; skipped when another process is using the database
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 self._db.execute("VACUUM")
             except sqlite3.OperationalError:
                 pass
+            finally:
+                self._db.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
         return deleted
 
     def integrity_check(self) -> str:

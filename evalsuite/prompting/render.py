@@ -36,7 +36,7 @@ class Instance:
 
 
 # Templates need small numbers and short strings; bigger results of ** and * are refused, not computed:
-# a template such as "{{ 9 ** 9 ** 9 }}" or "{{ 'x' * 10 ** 9 }}" would otherwise hang or exhaust memory.
+# a template such as "{{ 9 ** (9 ** 9) }}" or "{{ 'x' * 10 ** 9 }}" would otherwise hang or exhaust memory.
 MAX_INT_BITS = 4096
 MAX_REPEAT = 100_000  # items in a string or list made by *
 

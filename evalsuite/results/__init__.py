@@ -6,11 +6,12 @@ A run writes into ``<output>/<run-id>.partial/``: ``samples.jsonl`` streams ther
 
 A running writer holds a lock on its ``samples.jsonl``. When a run finishes, it deletes the ``.partial``
 folders that earlier, killed runs of the same configuration left behind (same run id apart from its time
-stamp, and no live process holding their lock), so a resumed run leaves a clean output folder.
+stamp, no live process holding their lock), so a resumed run leaves a clean output folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -18,7 +19,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from evalsuite.errors import EvalsuiteError
 
@@ -67,20 +68,21 @@ class RunWriter:
         self.output = Path(output)
         self.output.mkdir(parents=True, exist_ok=True)
         base, suffix = run_id, 1
-        while True:  # two runs started in the same second get distinct folders
-            self.run_id = run_id
-            self.final = self.output / run_id
-            self.partial = self.output / (run_id + PARTIAL)
-            try:
-                if not self.final.exists():
-                    self.partial.mkdir()
-                    break
-            except FileExistsError:
-                pass
-            suffix += 1
-            run_id = f"{base}-{suffix}"
-        self._samples = open(self.partial / "samples.jsonl", "w", encoding="utf-8")
-        fcntl.flock(self._samples, fcntl.LOCK_EX)  # released by the kernel when this process dies
+        with _locked(self.output):  # a folder is never seen by another run before its samples are locked
+            while True:  # two runs started in the same second get distinct folders
+                self.run_id = run_id
+                self.final = self.output / run_id
+                self.partial = self.output / (run_id + PARTIAL)
+                try:
+                    if not self.final.exists():
+                        self.partial.mkdir()
+                        break
+                except FileExistsError:
+                    pass
+                suffix += 1
+                run_id = f"{base}-{suffix}"
+            self._samples = open(self.partial / "samples.jsonl", "w", encoding="utf-8")
+            fcntl.flock(self._samples, fcntl.LOCK_EX)  # released by the kernel when this process dies
 
     def write_samples(self, samples: Iterable[dict[str, Any]]) -> None:
         for sample in samples:
@@ -102,23 +104,37 @@ class RunWriter:
         mine = _RUN_ID.match(self.run_id)
         if not mine:
             return
-        for folder in self.output.glob(f"*{PARTIAL}"):
-            other = _RUN_ID.match(folder.name.removesuffix(PARTIAL))
-            if other and other["config"] == mine["config"] and _abandoned(folder):
-                shutil.rmtree(folder, ignore_errors=True)
+        with _locked(self.output):
+            for folder in self.output.glob(f"*{PARTIAL}"):
+                other = _RUN_ID.match(folder.name.removesuffix(PARTIAL))
+                if other and other["config"] == mine["config"] and _abandoned(folder):
+                    shutil.rmtree(folder, ignore_errors=True)
 
     def abandon(self) -> None:
         if not self._samples.closed:
             self._samples.close()
 
 
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """An exclusive lock on a folder (held on the folder itself: no lock file is left behind)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def _abandoned(partial: Path) -> bool:
-    """True when no live process holds the lock on the folder's ``samples.jsonl``."""
+    """True when no live process holds the lock on the folder's ``samples.jsonl`` (call with the output locked)."""
     try:
         with open(partial / "samples.jsonl", "rb") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return True
-    except OSError:  # locked by a running writer, or not created yet
+    except FileNotFoundError:  # its writer died between creating the folder and the file
+        return True
+    except OSError:  # locked: its writer is running
         return False
 
 
