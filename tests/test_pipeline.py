@@ -92,11 +92,12 @@ def test_few_shot_run_records_examples_and_is_reproducible(tmp_path, data_dir, b
     assert a[0]["prompt"].count("\n\n") == 3
 
 
-def test_killed_runs_never_leave_a_results_file(tmp_path, data_dir, tiny_model):
+def test_killed_runs_never_leave_a_results_file(tmp_path, data_dir, tiny_model, request_cache_dir):
     """SIGKILL a real run at random moments: only complete run folders ever hold results.json."""
     rng = random.Random(0)
     command = [sys.executable, "-m", "evalsuite", "run", "--model", str(tiny_model), "--tasks", "copa,piqa",
-               "--limit", "60", "--no-progress", "--data-dir", str(data_dir), "--output", str(tmp_path)]
+               "--limit", "60", "--no-progress", "--data-dir", str(data_dir), "--output", str(tmp_path),
+               "--cache-dir", str(request_cache_dir)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     for _ in range(3):
         process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -5,12 +5,14 @@ continuations are packed into one row, and a block attention mask lets each cont
 and itself only, with position ids restarting after the context for every continuation. The output head
 is applied only at positions that predict a continuation token. Rows are sorted by length and batched
 under a token budget; right padding never changes a score because padded keys are masked out.
+A batch that runs out of memory is split in halves and retried, down to single rows.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -25,6 +27,7 @@ from evalsuite.engines.models import describe_model, fingerprint, resolve_model
 from evalsuite.errors import EngineError
 
 DTYPES = ("float32", "bfloat16", "float16")
+log = logging.getLogger(__name__)
 
 
 class HFEngine:
@@ -68,6 +71,7 @@ class HFEngine:
         limit = getattr(self.model.config, "max_position_embeddings", None) or 2048
         self.max_length = min(max_length or limit, limit)
         self._fingerprint: str | None = None
+        self._rows_that_fit: int | None = None  # set after running out of memory: later batches stay this small
 
     # -- protocol -----------------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
@@ -96,7 +100,8 @@ class HFEngine:
         self.stats["tokens_computed"] += len(prefix) + sum(len(row.ids) for row in rows)
         for batch in self._batches(rows):
             keys = [key for row in batch for key in row.keys]
-            for (req_index, cont_index), score in zip(keys, self._score_batch(batch, len(prefix), prefix_kv)):
+            score_rows = lambda rows: self._score_batch(rows, len(prefix), prefix_kv)  # noqa: E731
+            for (req_index, cont_index), score in zip(keys, self._within_memory(score_rows, batch)):
                 scores[req_index][cont_index] = score
                 missing[req_index] -= 1
                 if missing[req_index] == 0 and progress:
@@ -104,8 +109,6 @@ class HFEngine:
         return [tuple(s) for s in scores]  # type: ignore[misc]
 
     def generate(self, requests: Sequence[GenerationRequest], progress: Progress | None = None) -> list[str]:
-        import torch
-
         outputs: list[str] = [""] * len(requests)
         order = sorted(range(len(requests)), key=lambda i: (-len(requests[i].context), i))
         greedy = [i for i in order if requests[i].temperature == 0]
@@ -113,34 +116,75 @@ class HFEngine:
         # Sampled requests run one at a time so each one's seed alone decides its sample.
         batches += [[i] for i in order if requests[i].temperature > 0]
         for batch in batches:
-            reqs = [requests[i] for i in batch]
-            width = max(len(r.context) for r in reqs)
-            pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-            ids = torch.tensor([[pad] * (width - len(r.context)) + list(r.context) for r in reqs])
-            mask = torch.tensor([[0] * (width - len(r.context)) + [1] * len(r.context) for r in reqs])
-            first = reqs[0]
-            kwargs: dict[str, Any] = {"do_sample": False}
-            if first.temperature > 0:
-                torch.manual_seed(first.seed)
-                kwargs = {"do_sample": True, "temperature": first.temperature, "top_k": 0, "top_p": 1.0}
-            stops = sorted({s for r in reqs for s in r.stop})
-            with torch.inference_mode():
-                out = self.model.generate(
-                    input_ids=ids.to(self.device),
-                    attention_mask=mask.to(self.device),
-                    max_new_tokens=max(r.max_tokens for r in reqs),
-                    pad_token_id=pad,
-                    stop_strings=stops or None,
-                    tokenizer=self.tokenizer if stops else None,
-                    **kwargs,
-                )
-            for row, (i, r) in enumerate(zip(batch, reqs)):
-                new = out[row, width : width + r.max_tokens].tolist()
-                text = self.tokenizer.decode(new, skip_special_tokens=True)
-                outputs[i] = truncate_stop(text, r.stop)
+            texts = self._within_memory(self._generate_batch, [requests[i] for i in batch])
+            for i, text in zip(batch, texts):
+                outputs[i] = text
                 if progress:
-                    progress(i, outputs[i])
+                    progress(i, text)
         return outputs
+
+    def _generate_batch(self, reqs: list[GenerationRequest]) -> list[str]:
+        import torch
+
+        width = max(len(r.context) for r in reqs)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.tensor([[pad] * (width - len(r.context)) + list(r.context) for r in reqs])
+        mask = torch.tensor([[0] * (width - len(r.context)) + [1] * len(r.context) for r in reqs])
+        first = reqs[0]
+        kwargs: dict[str, Any] = {"do_sample": False}
+        if first.temperature > 0:
+            torch.manual_seed(first.seed)
+            kwargs = {"do_sample": True, "temperature": first.temperature, "top_k": 0, "top_p": 1.0}
+        stops = sorted({s for r in reqs for s in r.stop})
+        with torch.inference_mode():
+            out = self.model.generate(
+                input_ids=ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                max_new_tokens=max(r.max_tokens for r in reqs),
+                pad_token_id=pad,
+                stop_strings=stops or None,
+                tokenizer=self.tokenizer if stops else None,
+                **kwargs,
+            )
+        texts = []
+        for row, r in enumerate(reqs):
+            new = out[row, width : width + r.max_tokens].tolist()
+            texts.append(truncate_stop(self.tokenizer.decode(new, skip_special_tokens=True), r.stop))
+        return texts
+
+    # -- running out of memory ----------------------------------------------------------------------
+    def _within_memory(self, run: Callable[[list], list], batch: list) -> list:
+        """``run`` over ``batch`` in pieces no larger than what last fitted in memory.
+
+        A piece that runs out of memory is halved and retried, down to single rows; later pieces and batches
+        start at the size that fitted. Scores do not depend on batch-mates, so the answers equal an unsplit run's.
+        """
+        out: list = []
+        start = 0
+        while start < len(batch):
+            size = min(len(batch) - start, self._rows_that_fit or len(batch))
+            out += self._attempt(run, batch[start : start + size])
+            start += size
+        return out
+
+    def _attempt(self, run: Callable[[list], list], batch: list) -> list:
+        try:
+            return run(batch)
+        except Exception as exc:  # noqa: BLE001 - only out-of-memory errors are handled, others re-raised
+            if not _out_of_memory(exc):
+                raise
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        # Outside the except block, so the failed attempt's tensors are freed before the retry.
+        _release_memory(self.device)
+        if len(batch) == 1:
+            raise EngineError(
+                f"out of memory on a single request on {self.device} ({message}): use a smaller dtype "
+                "(--dtype bfloat16), a device with more memory, or shorter prompts (fewer --shots)"
+            )
+        self._rows_that_fit = (len(batch) + 1) // 2
+        log.warning("out of memory on a batch of %d on %s; retrying in batches of %d", len(batch), self.device,
+                    self._rows_that_fit)
+        return self._within_memory(run, batch)
 
     # -- packing and batching -----------------------------------------------------------------------
     def _shared_prefix(self, requests: Sequence[LoglikelihoodRequest]) -> tuple[int, ...]:
@@ -280,6 +324,25 @@ class _Row:
     ids: np.ndarray
     segments: np.ndarray
     keys: list[tuple[int, int]]
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    text = str(exc)
+    return isinstance(exc, torch.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+    )
+
+
+def _release_memory(device: str) -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if str(device).startswith("cuda"):
+        torch.cuda.empty_cache()
 
 
 def _with_adapter(model: Any, adapter: str) -> Any:

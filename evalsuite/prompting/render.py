@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import math
 import string
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -48,10 +49,41 @@ def _regex_findall(value: str, pattern: str) -> list:
     return re.findall(pattern, str(value))
 
 
+# Templates need small numbers and short strings; bigger results of ** and * are refused, not computed:
+# a template such as "{{ 9 ** (9 ** 9) }}" or "{{ 'x' * 10 ** 9 }}" would otherwise hang or exhaust memory.
+MAX_INT_BITS = 4096
+MAX_REPEAT = 100_000  # items in a string or list made by *
+
+
+class _BoundedSandbox(ImmutableSandboxedEnvironment):
+    """The immutable sandbox with bounded ``**`` and ``*``."""
+
+    intercepted_binops = frozenset({"**", "*"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and _is_int(left) and _is_int(right) and right > 0 and abs(left) > 1:
+            _check_bits(math.log2(abs(left)) * right, "power")
+        if operator == "*":
+            if _is_int(left) and _is_int(right):
+                _check_bits(abs(left).bit_length() + abs(right).bit_length(), "product")
+            for seq, times in ((left, right), (right, left)):
+                if isinstance(seq, (str, list, tuple)) and _is_int(times) and len(seq) * times > MAX_REPEAT:
+                    raise SecurityError(f"a repeated sequence of {len(seq) * times} items is too large for a "
+                                        f"template (limit {MAX_REPEAT})")
+        return super().call_binop(context, operator, left, right)
+
+
+def _check_bits(bits: float, what: str) -> None:
+    if bits > MAX_INT_BITS:
+        raise SecurityError(f"an integer {what} of about {int(bits)} bits is too large for a template (limit {MAX_INT_BITS} bits)")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(
-        undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False
-    )
+    env = _BoundedSandbox(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False)
     # ``range`` is deliberately not replaced: the sandbox's own ``range`` refuses huge ranges (MAX_RANGE).
     env.globals.update(letters=LETTERS, enumerate=enumerate, zip=zip, len=len)
     env.filters.update(regex_replace=_regex_replace, regex_findall=_regex_findall)

@@ -3,20 +3,31 @@
 A run writes into ``<output>/<run-id>.partial/``: ``samples.jsonl`` streams there line by line, and
 ``results.json`` is written last (temporary file, fsync, rename); only then is the folder renamed to
 ``<output>/<run-id>/``. Readers (the leaderboard) only look at complete folders. See ``SCHEMA`` for keys.
+
+A running writer holds a lock on its ``samples.jsonl``. When a run finishes, it deletes the ``.partial``
+folders that earlier, killed runs of the same configuration left behind (same run id apart from its time
+stamp, no live process holding their lock), so a resumed run leaves a clean output folder.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import re
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from evalsuite.errors import EvalsuiteError
 
 SCHEMA_VERSION = 1
 PARTIAL = ".partial"
+# A run id (made by evalsuite.api) is "<UTC stamp>-<model>-<mode>-<8 hex digits of the configuration
+# hash>", with "-<n>" appended when two runs start in the same second; all but the stamp names the configuration.
+_RUN_ID = re.compile(r"^\d{8}-\d{6}-(?P<config>.+-[0-9a-f]{8})(-\d+)?$")
 
 SCHEMA = {
     "schema_version": "integer, the version of this layout",
@@ -28,6 +39,8 @@ SCHEMA = {
     "model": "what the engine reports: engine, model_path, model_sha256 (config + weights), dtype, device",
     "versions": "python and package versions",
     "timings": "engine_load_s, total_s",
+    "cache": "the request cache: path, requests (asked by the run), hits (answered from the cache), computed "
+    "(distinct requests sent to the model); null when the run used no cache",
     "evaluations": "one entry per task x prompt variant: task, category, variant, method, split, n, "
     "main_metric, metrics{name: {value, low, high, definition}}, confusion{gold: {pred: count}}, "
     "hashes{task, prompt, data, fewshot_data}, origin, license, timing_s, docs_per_s; when documents have a "
@@ -61,19 +74,21 @@ class RunWriter:
         self.output = Path(output)
         self.output.mkdir(parents=True, exist_ok=True)
         base, suffix = run_id, 1
-        while True:  # two runs started in the same second get distinct folders
-            self.run_id = run_id
-            self.final = self.output / run_id
-            self.partial = self.output / (run_id + PARTIAL)
-            try:
-                if not self.final.exists():
-                    self.partial.mkdir()
-                    break
-            except FileExistsError:
-                pass
-            suffix += 1
-            run_id = f"{base}-{suffix}"
-        self._samples = open(self.partial / "samples.jsonl", "w", encoding="utf-8")
+        with _locked(self.output):  # a folder is never seen by another run before its samples are locked
+            while True:  # two runs started in the same second get distinct folders
+                self.run_id = run_id
+                self.final = self.output / run_id
+                self.partial = self.output / (run_id + PARTIAL)
+                try:
+                    if not self.final.exists():
+                        self.partial.mkdir()
+                        break
+                except FileExistsError:
+                    pass
+                suffix += 1
+                run_id = f"{base}-{suffix}"
+            self._samples = open(self.partial / "samples.jsonl", "w", encoding="utf-8")
+            fcntl.flock(self._samples, fcntl.LOCK_EX)  # released by the kernel when this process dies
 
     def write_samples(self, samples: Iterable[dict[str, Any]]) -> None:
         for sample in samples:
@@ -87,11 +102,46 @@ class RunWriter:
         self._samples.close()
         atomic_write_text(self.partial / "results.json", json.dumps(record, indent=2, ensure_ascii=False) + "\n")
         os.replace(self.partial, self.final)
+        self._remove_stale_partials()
         return self.final
+
+    def _remove_stale_partials(self) -> None:
+        """Delete ``.partial`` folders of killed runs with this run's configuration."""
+        mine = _RUN_ID.match(self.run_id)
+        if not mine:
+            return
+        with _locked(self.output):
+            for folder in self.output.glob(f"*{PARTIAL}"):
+                other = _RUN_ID.match(folder.name.removesuffix(PARTIAL))
+                if other and other["config"] == mine["config"] and _abandoned(folder):
+                    shutil.rmtree(folder, ignore_errors=True)
 
     def abandon(self) -> None:
         if not self._samples.closed:
             self._samples.close()
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """An exclusive lock on a folder (held on the folder itself: no lock file is left behind)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _abandoned(partial: Path) -> bool:
+    """True when no live process holds the lock on the folder's ``samples.jsonl`` (call with the output locked)."""
+    try:
+        with open(partial / "samples.jsonl", "rb") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+    except FileNotFoundError:  # its writer died between creating the folder and the file
+        return True
+    except OSError:  # locked: its writer is running
+        return False
 
 
 def find_runs(paths: Iterable[Path]) -> list[Path]:

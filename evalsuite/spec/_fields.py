@@ -80,9 +80,9 @@ class Fields:
 
     def finish(self) -> None:
         """Reject keys nobody read: a typo must not be silently ignored."""
-        unknown = sorted(set(self.data) - self.used)
+        unknown = sorted(set(self.data) - self.used, key=str)  # keys may be numbers: YAML allows them
         if unknown:
-            known = ", ".join(sorted(self.used))
+            known = ", ".join(sorted(map(str, self.used)))
             raise self.error(unknown[0], f"unknown key (known keys here: {known})")
 
 

@@ -299,13 +299,13 @@ def _find_prompt(f: Fields, task: str, variant: str, prompt_dirs: list[Path]) ->
 
 
 def find_tasks(task_dirs: list[Path], prompt_dirs: list[Path]) -> dict[str, TaskSpec]:
-    """All tasks under ``task_dirs`` (earlier folders win over later ones, so user folders can override)."""
+    """All tasks (``*.yaml`` and ``*.yml``) under ``task_dirs``; earlier folders win, so user folders can override."""
     tasks: dict[str, TaskSpec] = {}
     for directory in task_dirs:
         if not Path(directory).is_dir():
             raise SpecError(f"{directory}: task folder does not exist")
         seen: dict[str, Path] = {}
-        for path in sorted(Path(directory).rglob("*.yaml")):
+        for path in sorted(p for p in Path(directory).rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file()):
             task = load_task(path, prompt_dirs)
             if task.name in seen:
                 raise SpecError(
