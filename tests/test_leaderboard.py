@@ -73,8 +73,8 @@ def test_wide_table_shape_and_values(grid: Path) -> None:
     wide = leaderboard_table(long)
     assert len(wide) == 8
     assert [t["task"] for t in wide.attrs["tasks"]] == ["folio", "copa", "piqa", "rte"]  # category order
-    assert wide.columns[:4].tolist() == ["model", "adapter", "setting", "prompt"]
-    assert len(wide.columns) == 4 + 4 + 3 * 4 + 4 * 4
+    assert wide.columns[:5].tolist() == ["model", "adapter", "setting", "prompt", "label"]
+    assert len(wide.columns) == 5 + 4 + 3 * 4 + 4 * 4
     assert set(wide["setting"]) == {"zero-shot", "5-shot"} and set(wide["prompt"]) == {"plain", "terse"}
     top = wide.iloc[0]
     assert (top["model"], top["setting"], top["prompt"]) == ("beta", "5-shot", "plain")

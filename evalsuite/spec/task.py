@@ -2,7 +2,8 @@
 
 A task names its data (a Hugging Face hub dataset and/or raw files in a data directory), which logical
 split is evaluated and which one few-shot examples come from, the answer space (Jinja expressions over a
-document), its prompt variants (``prompts/<task>/<variant>.jinja``) and its metrics.
+document), its prompt variants (``prompts/<task>/<variant>.jinja``) and its metrics. Optional ``inputs``
+(one or two Jinja expressions) give the text or text pair an encoder classifies when fine-tuned on the task.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ class LocalSource:
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """A validated task. ``choices`` and ``target`` are Jinja expressions evaluated on a document."""
+    """A validated task. ``choices``, ``target`` and ``inputs`` are Jinja expressions evaluated on a document."""
 
     name: str
     category: str
@@ -72,6 +73,8 @@ class TaskSpec:
     metrics: tuple[str, ...]
     fewshot_sampler: str
     tags: tuple[str, ...] = ()
+    # Jinja expressions giving an encoder's input text (one) or text pair (two); classification fine-tuning.
+    inputs: tuple[str, ...] | None = None
 
     def prompt(self, name: str) -> PromptSpec:
         for prompt in self.prompts:
@@ -168,6 +171,14 @@ def load_task(path: Path, prompt_dirs: list[Path]) -> TaskSpec:
         _check_expression(f, "choices", choices)
     target = _check_expression(f, "target", f.get("target", str))
     labels = f.strings("labels", None)
+    inputs = f.strings("inputs", None)
+    if inputs is not None:
+        if len(inputs) not in (1, 2):
+            raise f.error("inputs", f"needs one text or a text pair (1 or 2 expressions), got {len(inputs)}")
+        for expression in inputs:
+            _check_expression(f, "inputs", expression)
+        if labels is None:
+            raise f.error("inputs", "needs the task to declare 'labels' (the classes an encoder's head predicts)")
     positive = f.get("positive", str, None)
     if positive is not None and (labels is None or positive not in labels):
         raise f.error("positive", f"{positive!r} must be one of the task's labels {labels}")
@@ -205,6 +216,7 @@ def load_task(path: Path, prompt_dirs: list[Path]) -> TaskSpec:
         metrics=metrics,
         fewshot_sampler=sampler,
         tags=f.strings("tags", ()),
+        inputs=inputs,
     )
     f.finish()
     return task
