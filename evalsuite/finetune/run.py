@@ -102,14 +102,15 @@ def finetune(
             trained, tokenizer, result = finetune_classifier(spec, model_path, data, config, learning_rate,
                                                              max_length, progress)
             extra: dict[str, Any] = {"inputs": list(spec.inputs or ())}
+            resolved: dict[str, Any] = {}
         else:
             from evalsuite.finetune.lora import finetune_lora
 
             trained, result, targets = finetune_lora(spec, model_path, prompt, data, config, learning_rate,
                                                      max_length, progress)
             tokenizer = None
-            extra = {"prompt": {"variant": prompt.name, "file": str(prompt.path),
-                                "sha256": _sha256(prompt.source.encode())}, "lora_target_modules": targets}
+            extra = {"prompt": {"variant": prompt.name, "file": str(prompt.path), "sha256": _sha256(prompt.source.encode())}}
+            resolved = {"lora_targets": targets}
     card = {
         "card_version": CARD_VERSION,
         "method": method,
@@ -119,7 +120,7 @@ def finetune(
         "task": {"name": spec.name, "file": str(spec.path), "sha256": _sha256(spec.path.read_bytes()),
                  "labels": list(spec.labels) if spec.labels else None, **extra},
         "data": data.record,
-        "hyperparameters": {**config.to_dict(), "learning_rate": learning_rate, "max_length": max_length},
+        "hyperparameters": {**config.to_dict(), "learning_rate": learning_rate, "max_length": max_length, **resolved},
         "curve": [stats.to_dict() for stats in result.curve],
         "best_epoch": result.best_epoch,
         "epochs_run": len(result.curve) - 1,

@@ -24,7 +24,8 @@ SCHEMA = {
     "created": "UTC time the run finished, ISO 8601",
     "config": "everything the run was asked for: model, engine, adapter, mode, shots, seed, tasks, prompts, "
     "limit, batch_size, dtype, data_dir, fewshot_sampler, chat_template, n_boot",
-    "model": "what the engine reports: engine, model_path, model_sha256 (config + weights), dtype, device",
+    "model": "what the engine reports: engine, model_path, model_sha256 (config + weights), dtype, device; "
+    "finetuned (base, task, method) for a fine-tuned checkpoint or adapter",
     "versions": "python and package versions",
     "timings": "engine_load_s, total_s",
     "evaluations": "one entry per task x prompt variant: task, category, variant, method, split, n, "
