@@ -175,7 +175,7 @@ def check_adapter(adapter: str | Path, model_path: str) -> None:
         return  # nothing recorded to check against: loading will tell
     actual = fingerprint(model_path)
     if actual != expected:
-        trained_on = base.get("name") or named_base or "another model"
+        trained_on = f"{base['name']} ({base.get('path')})" if base.get("name") else named_base
         raise EngineError(
             f"adapter {folder} was trained on {trained_on} (weights sha256 {expected[:12]}), but the model given is "
             f"{model_path} (weights sha256 {actual[:12]}): pass the adapter's own base model with --model"
