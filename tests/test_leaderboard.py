@@ -188,3 +188,30 @@ def test_csv_json_roundtrip_and_determinism(grid: Path, tmp_path: Path) -> None:
     before = {k: p.read_bytes() for k, p in paths.items()}
     again = build_leaderboard([grid], tmp_path / "board")
     assert {k: p.read_bytes() for k, p in again.items()} == before
+
+
+def test_fine_tuned_rows_name_their_base_and_task(tmp_path: Path) -> None:
+    def tuned(model: str, adapter: str | None, base: str, method: str) -> None:
+        folder = write_run(tmp_path, model, "fine-tuned", adapter=adapter, evaluations=shifted(0.1),
+                           run_id=f"{model}-{adapter}".replace("/", "_"))
+        record = json.loads((folder / "results.json").read_text())
+        record["model"]["finetuned"] = {"base": base, "task": "rte", "method": method}
+        (folder / "results.json").write_text(json.dumps(record))
+
+    write_run(tmp_path, "smollm2", evaluations=shifted(0.0))
+    write_run(tmp_path, "smollm2", "few-shot", 5, evaluations=shifted(0.02))
+    tuned("smollm2", "ck/smollm2-rte-lora", "SmolLM2-135M-Instruct", "lora")
+    tuned("ck/minilm-rte", None, "all-MiniLM-L6-v2", "classifier")
+    tuned("ck/minilm-rte-long", None, "all-MiniLM-L6-v2", "classifier")
+    wide = leaderboard_table(gather([tmp_path]))
+    labels = dict(zip(zip(wide["model"], wide["adapter"], wide["setting"]), wide["label"]))
+    assert labels == {
+        ("smollm2", "", "zero-shot"): "smollm2",
+        ("smollm2", "", "5-shot"): "smollm2",
+        ("smollm2", "ck/smollm2-rte-lora", "fine-tuned"): "smollm2 + LoRA (fine-tuned on rte)",
+        # Two checkpoints of the same base and task are told apart by their folder names.
+        ("ck/minilm-rte", "", "fine-tuned"): "all-MiniLM-L6-v2 (fine-tuned on rte) [minilm-rte]",
+        ("ck/minilm-rte-long", "", "fine-tuned"): "all-MiniLM-L6-v2 (fine-tuned on rte) [minilm-rte-long]",
+    }
+    markdown = (build_leaderboard([tmp_path], tmp_path / "board")["md"]).read_text()
+    assert "| smollm2 + LoRA (fine-tuned on rte) | fine-tuned | plain |" in markdown
