@@ -20,7 +20,7 @@ from evalsuite.prompting import PromptRenderer
 from evalsuite.spec import PromptSpec, TaskSpec
 
 # One scored sequence: token ids and how many of them are context (the rest is the continuation).
-Sequence_ = tuple[list[int], int]
+Scored = tuple[list[int], int]
 
 
 def prompt_of(task: TaskSpec, variant: str | None) -> PromptSpec:
@@ -33,7 +33,7 @@ def prompt_of(task: TaskSpec, variant: str | None) -> PromptSpec:
 
 
 def _sequences(task: TaskSpec, prompt: PromptSpec, tokenizer: Any, docs: list[tuple[int, dict]], max_length: int
-               ) -> list[tuple[list[Sequence_], int]]:
+               ) -> list[tuple[list[Scored], int]]:
     """Per document: one (ids, context length) per choice, and the gold choice's index."""
     renderer = PromptRenderer(task, prompt)
     out = []
@@ -51,7 +51,7 @@ def _sequences(task: TaskSpec, prompt: PromptSpec, tokenizer: Any, docs: list[tu
     return out
 
 
-def _target_logprobs(net: Any, sequences: list[Sequence_], pad: int) -> tuple[Any, Any]:
+def _target_logprobs(net: Any, sequences: list[Scored], pad: int) -> tuple[Any, Any]:
     """Log-probability of every continuation token, and the index of the sequence it belongs to.
 
     The output head runs only at positions that predict a continuation token.
@@ -84,9 +84,8 @@ def finetune_lora(task: TaskSpec, model_path: str, prompt: PromptSpec, data: Tra
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    window = max_length
-    train_docs = _sequences(task, prompt, tokenizer, data.train, window)
-    val_docs = _sequences(task, prompt, tokenizer, data.validation, window)
+    train_docs = _sequences(task, prompt, tokenizer, data.train, max_length)
+    val_docs = _sequences(task, prompt, tokenizer, data.validation, max_length)
     base = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
     lora = LoraConfig(task_type="CAUSAL_LM", r=config.lora_r, lora_alpha=config.lora_alpha,
                       lora_dropout=config.lora_dropout,
