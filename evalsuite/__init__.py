@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["EvalsuiteError", "RunResult", "build_leaderboard", "evaluate", "load_tasks", "__version__"]
+__all__ = ["EvalsuiteError", "RunResult", "build_leaderboard", "evaluate", "finetune", "load_tasks", "__version__"]
 
 # Imported on first use so that `evalsuite --help` does not pay for torch and transformers.
 _LAZY = {
@@ -18,6 +18,7 @@ _LAZY = {
     "RunResult": "evalsuite.api",
     "load_tasks": "evalsuite.api",
     "build_leaderboard": "evalsuite.leaderboard",
+    "finetune": "evalsuite.finetune",
     "EvalsuiteError": "evalsuite.errors",
 }
 

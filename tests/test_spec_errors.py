@@ -388,3 +388,34 @@ def test_cli_unknown_task_in_show(tmp_path, capsys):
 def test_errors_share_one_family():
     assert issubclass(SpecError, EvalsuiteError) and issubclass(TemplateError, EvalsuiteError)
 
+
+
+# --- encoder inputs (fine-tuning a classification head) --------------------------------------------------
+
+LABELLED = GOOD_TASK.replace('choices: "[a, b]"', 'choices: "[a, b]"\nlabels: [first, second]')
+
+
+def test_inputs_render_the_text_pair(tmp_path):
+    task = load(tmp_path, LABELLED + "inputs: [question, a ~ ' / ' ~ b]\n")
+    assert task.inputs == ("question", "a ~ ' / ' ~ b")
+    assert PromptRenderer(task, task.prompts[0]).inputs_of(DOC, 0) == ("Which?", "first / second")
+
+
+@pytest.mark.parametrize("inputs, expected", [
+    ("[a, b, question]", "needs one text or a text pair (1 or 2 expressions), got 3"),
+    ("['a +']", "invalid Jinja expression"),
+])
+def test_bad_inputs(tmp_path, inputs, expected):
+    message, path = spec_error(tmp_path, LABELLED + f"inputs: {inputs}\n")
+    assert message.startswith(f"{path}: field 'inputs':") and expected in message
+
+
+def test_inputs_need_labels(tmp_path):
+    message, path = spec_error(tmp_path, GOOD_TASK + "inputs: [question]\n")
+    assert message == f"{path}: field 'inputs': needs the task to declare 'labels' (the classes an encoder's head predicts)"
+
+
+def test_inputs_naming_a_missing_field(tmp_path):
+    task = load(tmp_path, LABELLED + "inputs: [question, answer]\n")
+    with pytest.raises(TemplateError, match="field 'inputs' on document 0 of task 'toy': 'answer' is undefined"):
+        PromptRenderer(task, task.prompts[0]).inputs_of(DOC, 0)

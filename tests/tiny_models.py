@@ -36,3 +36,24 @@ def tiny_llama(folder: Path, seed: int = 0) -> Path:
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return Path(folder)
+
+
+def tiny_bert(folder: Path, seed: int = 0) -> Path:
+    """A 2-layer BERT encoder with random weights and a byte tokenizer that frames text pairs as BERT does."""
+    import torch
+    from tokenizers import processors
+    from transformers import BertConfig, BertModel
+
+    tokenizer = byte_tokenizer()
+    cls, sep = tokenizer.bos_token_id, tokenizer.eos_token_id
+    tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> $B:1 </s>:1", special_tokens=[("<s>", cls), ("</s>", sep)],
+    )
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=2, max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return Path(folder)

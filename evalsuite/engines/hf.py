@@ -23,7 +23,7 @@ from evalsuite.engines.base import (
     Progress,
     truncate_stop,
 )
-from evalsuite.engines.models import describe_model, fingerprint, resolve_model
+from evalsuite.engines.models import describe_model, finetuned_from, fingerprint, resolve_model
 from evalsuite.errors import EngineError
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -83,6 +83,7 @@ class HFEngine:
             "model_sha256": self._fingerprint,
             "adapter": self.adapter,
             "adapter_sha256": fingerprint(self.adapter) if self.adapter else None,
+            "finetuned": finetuned_from(self.adapter),
             "dtype": self.dtype,
             "device": self.device,
             "max_length": self.max_length,

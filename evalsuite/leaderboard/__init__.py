@@ -24,7 +24,7 @@ Z = 1.96
 ROW_KEY = ["model", "adapter", "setting", "variant"]
 KEY = ROW_KEY + ["task"]
 LONG_COLUMNS = [
-    "model", "engine", "adapter", "mode", "shots", "setting", "variant", "task", "category", "metric",
+    "model", "label", "engine", "adapter", "mode", "shots", "setting", "variant", "task", "category", "metric",
     "value", "low", "high", "n", "unparseable", "run_id", "created", "data_hash", "dtype", "definition", "folder",
 ]
 DEFINITIONS = {
@@ -47,6 +47,16 @@ def _setting(mode: str | None, shots: int | None) -> str:
     return str(mode or "zero-shot")
 
 
+def _display(cfg: dict[str, Any], described: dict[str, Any]) -> str:
+    """How a row's model reads: fine-tuned checkpoints and adapters say what base and task they came from."""
+    model, adapter, tuned = str(cfg["model"]), cfg.get("adapter"), described.get("finetuned")
+    if not tuned:
+        return model + (f" + {adapter}" if adapter else "")
+    if adapter:
+        return f"{model} + {tuned['method'].replace('lora', 'LoRA')} (fine-tuned on {tuned['task']})"
+    return f"{tuned['base']} (fine-tuned on {tuned['task']})"
+
+
 def _float(x: Any) -> float:
     return float("nan") if x is None else float(x)
 
@@ -57,7 +67,8 @@ def _rows(folder: Path) -> list[dict[str, Any]]:
     try:
         cfg, described = record.get("config") or {}, record.get("model") or {}
         common = {
-            "model": str(cfg["model"]), "engine": cfg.get("engine") or described.get("engine"),
+            "model": str(cfg["model"]), "label": _display(cfg, described),
+            "engine": cfg.get("engine") or described.get("engine"),
             "adapter": cfg.get("adapter") or "", "mode": cfg.get("mode"), "shots": int(cfg.get("shots") or 0),
             "setting": _setting(cfg.get("mode"), cfg.get("shots")), "run_id": record["run_id"],
             "created": record["created"], "dtype": described.get("dtype") or cfg.get("dtype"), "folder": str(folder),
@@ -124,7 +135,8 @@ def _tasks(long: pd.DataFrame) -> list[dict[str, str]]:
 def leaderboard_table(long: pd.DataFrame) -> pd.DataFrame:
     """Wide table: a row per model × adapter × setting × prompt; overall, category means, task value/low/high/n.
 
-    Columns: ``overall``/``__low``/``__high``/``__k``, ``<category>__mean``/``__low``/``__high``/``__k``,
+    Columns: ``model``, ``adapter``, ``setting``, ``prompt``, ``label`` (how the model reads: a fine-tuned
+    checkpoint or adapter names its base and task), ``overall``/``__low``/``__high``/``__k``, ``<category>__mean``/``__low``/``__high``/``__k``,
     ``<task>__value``/``__low``/``__high``/``__n``. Sorted by overall descending, then model, setting, prompt.
     ``attrs``: ``tasks`` (task, category, metric in column order), ``categories`` ({category: [tasks]}),
     ``superseded`` and ``notes``.
@@ -137,6 +149,7 @@ def leaderboard_table(long: pd.DataFrame) -> pd.DataFrame:
     records = []
     for key, group in long.groupby(ROW_KEY, sort=True):
         row: dict[str, Any] = dict(zip(["model", "adapter", "setting", "prompt"], key))
+        row["label"] = str(group["label"].iloc[-1])
         have = group.set_index("task")
         have = have[have["value"].notna()]
         scopes = {"overall": [t["task"] for t in tasks], **{f"{c}__mean": ts for c, ts in cats.items()}}
@@ -156,6 +169,12 @@ def leaderboard_table(long: pd.DataFrame) -> pd.DataFrame:
         records.append(row)
     wide = pd.DataFrame(records)
     if not wide.empty:
+        # Two checkpoints that read alike (same base and task) are told apart by their folder names.
+        owners: dict[str, set] = {}
+        for label, model, adapter in zip(wide["label"], wide["model"], wide["adapter"]):
+            owners.setdefault(label, set()).add((model, adapter))
+        wide["label"] = [label + (f" [{Path(str(adapter or model).rstrip('/')).name}]" if len(owners[label]) > 1 else "")
+                         for label, model, adapter in zip(wide["label"], wide["model"], wide["adapter"])]
         n_cols = [f"{t['task']}__n" for t in tasks]
         wide[n_cols] = wide[n_cols].astype("Int64")
         wide = wide.sort_values(["overall", "model", "adapter", "setting", "prompt"], kind="mergesort",
@@ -186,7 +205,7 @@ def _cell(value: float, low: float, high: float) -> str:
 
 
 def _label(row: pd.Series) -> str:
-    return row["model"] + (f" + {row['adapter']}" if row["adapter"] else "")
+    return row["label"]
 
 
 def _table(header: list[str], body: list[list[str]]) -> list[str]:
@@ -262,7 +281,8 @@ def _json(long: pd.DataFrame, wide: pd.DataFrame) -> dict[str, Any]:
             return {"value": _num(r[name]), "low": _num(r[f"{base}__low"]), "high": _num(r[f"{base}__high"]),
                     "k": int(r[f"{base}__k"]), "K": size}
         rows.append({
-            "model": r["model"], "adapter": r["adapter"] or None, "setting": r["setting"], "prompt": r["prompt"],
+            "model": r["model"], "label": r["label"], "adapter": r["adapter"] or None, "setting": r["setting"],
+            "prompt": r["prompt"],
             "overall": mean("overall", "overall", len(tasks)),
             "categories": {c: mean(c, f"{c}__mean", len(ts)) for c, ts in cats.items()},
             "tasks": {t["task"]: {"metric": t["metric"], **{col: _num(r[f"{t['task']}__{col}"])

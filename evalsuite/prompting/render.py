@@ -151,6 +151,7 @@ class PromptRenderer:
             (self._expression(graded.values, "graded.values"), self._expression(graded.gold, "graded.gold"))
             if graded else None
         )
+        self._inputs = [self._expression(e, "inputs") for e in task.inputs or ()]
 
     def _expression(self, source: str, field: str) -> tuple[Callable[..., Any], str, str]:
         owner = self.prompt.path if field in ("fewshot_target", "answer.values") or (
@@ -194,6 +195,13 @@ class PromptRenderer:
         if isinstance(value, str) or not isinstance(value, (list, tuple)):
             raise TemplateError(f"{compiled[2]}: field '{compiled[1]}' must give a list, got {value!r} on document {doc_id}")
         return tuple(str(v) for v in value)
+
+    def inputs_of(self, doc: dict, doc_id: int) -> tuple[str, ...]:
+        """The text (pair) an encoder classifies: the task's ``inputs`` expressions, as strings."""
+        if not self._inputs:
+            raise TemplateError(f"{self.task.path}: field 'inputs' is needed to classify documents of task "
+                                f"'{self.task.name}' with an encoder (e.g. inputs: [sentence1, sentence2])")
+        return tuple(str(self._evaluate(expression, doc, doc_id)) for expression in self._inputs)
 
     def gold_of(self, doc: dict, doc_id: int, choices: Sequence[str]) -> tuple[int, str]:
         """Gold index and gold answer text. A target is an index into the choices/labels or an answer string."""

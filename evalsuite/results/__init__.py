@@ -36,7 +36,8 @@ SCHEMA = {
     "config": "everything the run was asked for: model, engine, adapter, mode, shots, seed, tasks, prompts, "
     "limit, batch_size, dtype, data_dir, fewshot_sampler, chat_template, n_boot, data_seed (replaces generated "
     "tasks' seeds), samples and temperature (generation prompts)",
-    "model": "what the engine reports: engine, model_path, model_sha256 (config + weights), dtype, device",
+    "model": "what the engine reports: engine, model_path, model_sha256 (config + weights), dtype, device; "
+    "finetuned (base, task, method) for a fine-tuned checkpoint or adapter",
     "versions": "python and package versions",
     "timings": "engine_load_s, total_s",
     "cache": "the request cache: path, requests (asked by the run), hits (answered from the cache), computed "

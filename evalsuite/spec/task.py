@@ -9,6 +9,8 @@ Two optional keys serve particular datasets: ``filter`` (a Jinja boolean express
 is false are dropped when a split is loaded, e.g. SNLI's unlabelled ``label == -1`` pairs) and ``graded``
 (for similarity ratings: ``values``, the numeric value of each choice, and ``gold``, the document's graded
 score; the pipeline then predicts a score per document, see :mod:`evalsuite.scoring.metrics`).
+document), its prompt variants (``prompts/<task>/<variant>.jinja``) and its metrics. Optional ``inputs``
+(one or two Jinja expressions) give the text or text pair an encoder classifies when fine-tuned on the task.
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ class GradedScore:
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """A validated task. ``choices`` and ``target`` are Jinja expressions evaluated on a document."""
+    """A validated task. ``choices``, ``target`` and ``inputs`` are Jinja expressions evaluated on a document."""
 
     name: str
     category: str
@@ -108,6 +110,8 @@ class TaskSpec:
     generated: GeneratedSource | None = None
     filter: str | None = None
     graded: GradedScore | None = None
+    # Jinja expressions giving an encoder's input text (one) or text pair (two); classification fine-tuning.
+    inputs: tuple[str, ...] | None = None
 
     def prompt(self, name: str) -> PromptSpec:
         for prompt in self.prompts:
@@ -228,6 +232,14 @@ def load_task(path: Path, prompt_dirs: list[Path]) -> TaskSpec:
         _check_expression(f, "choices", choices)
     target = _check_expression(f, "target", f.get("target", str))
     labels = f.strings("labels", None)
+    inputs = f.strings("inputs", None)
+    if inputs is not None:
+        if len(inputs) not in (1, 2):
+            raise f.error("inputs", f"needs one text or a text pair (1 or 2 expressions), got {len(inputs)}")
+        for expression in inputs:
+            _check_expression(f, "inputs", expression)
+        if labels is None:
+            raise f.error("inputs", "needs the task to declare 'labels' (the classes an encoder's head predicts)")
     positive = f.get("positive", str, None)
     if positive is not None and (labels is None or positive not in labels):
         raise f.error("positive", f"{positive!r} must be one of the task's labels {labels}")
@@ -273,6 +285,7 @@ def load_task(path: Path, prompt_dirs: list[Path]) -> TaskSpec:
         generated=generated,
         filter=doc_filter,
         graded=graded,
+        inputs=inputs,
     )
     f.finish()
     return task
