@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from evalsuite.engines.base import ContinuationScore, Engine, GenerationRequest, LoglikelihoodRequest, Progress
-from evalsuite.engines.models import cache_dir
+from evalsuite.engines.models import _file_lock, cache_dir
 from evalsuite.errors import EngineError
 
 log = logging.getLogger(__name__)
@@ -71,14 +71,17 @@ class RequestCache:
         self.folder = Path(folder) if folder is not None else cache_dir()
         self.path = self.folder / DB_NAME
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
-            self._db.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
-            self._db.execute("PRAGMA journal_mode = WAL")
-            # In WAL mode a commit survives a killed process without an fsync per answer; only a power
-            # cut can lose the last few answers, and a lost answer is simply computed again.
-            self._db.execute("PRAGMA synchronous = NORMAL")
-            self._db.executescript(_SCHEMA)
+            # Switching a new database to WAL fails at once (no busy wait) while another process does the
+            # same, so processes set the database up one at a time.
+            with _file_lock(self.folder / (DB_NAME + ".lock")):
+                self._db = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None,
+                                           check_same_thread=False)
+                self._db.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
+                self._db.execute("PRAGMA journal_mode = WAL")
+                # In WAL mode a commit survives a killed process without an fsync per answer; only a power
+                # cut can lose the last few answers, and a lost answer is simply computed again.
+                self._db.execute("PRAGMA synchronous = NORMAL")
+                self._db.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise EngineError(
                 f"cannot open the request cache {self.path}: {exc}. Use --cache-dir (or EVALSUITE_CACHE_DIR) "
