@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -132,12 +133,15 @@ def evaluate(
     chat_template: bool = False,
     n_boot: int = 1000,
     progress: bool = True,
+    engine_args: dict[str, Any] | None = None,
 ) -> RunResult:
     """Evaluate ``model`` on ``tasks`` and write a run folder under ``output``.
 
     ``mode``: ``zero-shot`` (0 examples), ``few-shot`` (``shots`` examples, default 5) or ``fine-tuned``
     (a fine-tuned checkpoint or ``adapter``, zero-shot prompts). ``prompts``: ``None`` for each task's
-    default variant, ``"all"``, or names. ``engine`` is an engine name or an already built engine.
+    default variant, ``"all"``, or names. ``engine`` is an engine name or an already built engine;
+    ``engine_args`` are passed to its constructor (e.g. ``{"max_model_len": 2048}`` for ``vllm``,
+    ``{"tokenizer": "smollm2"}`` for ``server``, whose ``model`` is a comma-separated list of endpoint URLs).
     """
     started = time.perf_counter()
     if mode not in MODES:
@@ -154,7 +158,11 @@ def evaluate(
         _check_metrics(task)
 
     load_started = time.perf_counter()
-    runner = load_engine(engine, model, adapter=adapter, dtype=dtype, batch_size=batch_size) if isinstance(engine, str) else engine
+    if isinstance(engine, str):
+        options = {"adapter": adapter, "dtype": dtype, "batch_size": batch_size, **(engine_args or {})}
+        runner = load_engine(engine, model, **options)
+    else:
+        runner = engine
     engine_load_s = time.perf_counter() - load_started
     described = runner.describe()
 
@@ -174,10 +182,11 @@ def evaluate(
         "fewshot_sampler": fewshot_sampler,
         "chat_template": chat_template,
         "n_boot": n_boot,
+        "engine_args": dict(engine_args or {}),
     }
     stamp = datetime.now(timezone.utc)
     digest = _sha256(json.dumps([config, described.get("model_sha256")], sort_keys=True, default=str))[:8]
-    model_name = Path(model.rstrip("/")).name or "model"
+    model_name = re.sub(r"[^\w.-]+", "_", Path(model.split(",")[0].rstrip("/")).name) or "model"
     run_id = f"{stamp:%Y%m%d-%H%M%S}-{model_name}-{mode}{'-' + str(shots) if shots else ''}-{digest}"
     writer = RunWriter(Path(output), run_id)
     splits: dict[tuple[str, str], Split] = {}
