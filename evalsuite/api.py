@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import platform
+import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -148,12 +149,15 @@ def evaluate(
     temperature: float = 0.0,
     skip_unavailable: bool = False,
     cache: bool | str | Path = True,
+    engine_args: dict[str, Any] | None = None,
 ) -> RunResult:
     """Evaluate ``model`` on ``tasks`` and write a run folder under ``output``.
 
     ``mode``: ``zero-shot`` (0 examples), ``few-shot`` (``shots`` examples, default 5) or ``fine-tuned``
     (a fine-tuned checkpoint or ``adapter``, zero-shot prompts). ``prompts``: ``None`` for each task's
-    default variant, ``"all"``, or names. ``engine`` is an engine name or an already built engine.
+    default variant, ``"all"``, or names. ``engine`` is an engine name or an already built engine;
+    ``engine_args`` are passed to its constructor (e.g. ``{"max_model_len": 2048}`` for ``vllm``,
+    ``{"tokenizer": "smollm2"}`` for ``server``, whose ``model`` is a comma-separated list of endpoint URLs).
     ``data_seed`` replaces the seeds of generated tasks (a fresh test set). For generation prompts,
     ``temperature`` > 0 samples, and ``samples`` > 1 draws that many answers per document (seeds
     ``seed * 1000 + k``) and takes their majority vote (self-consistency); log-likelihood prompts ignore both.
@@ -202,7 +206,11 @@ def evaluate(
     plan = [(task, prompt) for task in selected for prompt in _variants(task, prompts)]
 
     load_started = time.perf_counter()
-    runner = load_engine(engine, model, adapter=adapter, dtype=dtype, batch_size=batch_size) if isinstance(engine, str) else engine
+    if isinstance(engine, str):
+        options = {"adapter": adapter, "dtype": dtype, "batch_size": batch_size, **(engine_args or {})}
+        runner = load_engine(engine, model, **options)
+    else:
+        runner = engine
     engine_load_s = time.perf_counter() - load_started
     cached = None
     if hasattr(runner, "classify"):  # a classification checkpoint: its head answers, prompts play no part
@@ -232,10 +240,11 @@ def evaluate(
         "data_seed": data_seed,
         "samples": samples,
         "temperature": temperature,
+        "engine_args": dict(engine_args or {}),
     }
     stamp = datetime.now(timezone.utc)
     digest = _sha256(json.dumps([config, described.get("model_sha256")], sort_keys=True, default=str))[:8]
-    model_name = Path(model.rstrip("/")).name or "model"
+    model_name = re.sub(r"[^\w.-]+", "_", Path(model.split(",")[0].rstrip("/")).name) or "model"
     run_id = f"{stamp:%Y%m%d-%H%M%S}-{model_name}-{mode}{'-' + str(shots) if shots else ''}-{digest}"
     writer = RunWriter(Path(output), run_id)
     evaluations = []

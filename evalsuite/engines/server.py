@@ -1,0 +1,399 @@
+"""The server engine: OpenAI-compatible endpoints, such as vLLM's own server, several at once.
+
+This is how an evaluation scales past one machine: start the model behind vLLM's OpenAI-compatible server
+on as many machines as needed and list their URLs; requests are shared among them.
+
+- Log-likelihoods: ``/v1/completions`` with the pipeline's token ids as the prompt (context + continuation),
+  ``echo`` and ``logprobs``; the continuation's echoed log-probabilities are summed. One HTTP request per
+  document carries all its choices.
+- Generation: ``/v1/completions`` with the token ids of the (already chat-formatted, if asked) prompt.
+- Each endpoint has at most ``concurrency`` requests in flight; a request that meets HTTP 429, a 5xx, a
+  timeout or a connection error is retried with exponential backoff, after which the run stops with an
+  error naming the endpoint. Every answer is reported through ``progress`` as it arrives, so a request cache
+  keeps what was answered and a rerun resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import random
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from evalsuite.engines.base import (
+    ContinuationScore,
+    GenerationRequest,
+    LoglikelihoodRequest,
+    Progress,
+    truncate_stop,
+)
+from evalsuite.engines.models import ALIASES, fingerprint, resolve_model
+from evalsuite.errors import EngineError
+
+MODEL_ENV = "EVALSUITE_SERVER_MODEL"
+API_KEY_ENV = "OPENAI_API_KEY"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retries after HTTP 429, 5xx, timeouts and connection errors: waits of ``backoff * 2**attempt``
+    seconds (capped at ``max_backoff``, with jitter, or the server's ``Retry-After``)."""
+
+    max_retries: int = 5
+    backoff: float = 0.5
+    max_backoff: float = 30.0
+
+    def delay(self, attempt: int, retry_after: str | None = None) -> float:
+        if retry_after:
+            try:
+                return min(float(retry_after), self.max_backoff)
+            except ValueError:
+                pass
+        return min(self.backoff * 2**attempt, self.max_backoff) * random.uniform(0.5, 1.0)
+
+
+class _Stopped(Exception):
+    """Another endpoint failed: give up quietly."""
+
+
+class Endpoint:
+    """One server: a connection pool of ``concurrency`` connections and the retry policy."""
+
+    def __init__(self, url: str, *, api_key: str | None, timeout: float, concurrency: int, retry: RetryPolicy):
+        import httpx
+
+        self.url = _base_url(url)
+        self.retry = retry
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.client = httpx.Client(
+            headers=headers, timeout=timeout, limits=httpx.Limits(max_connections=concurrency)
+        )
+
+    def request(self, method: str, path: str, payload: dict | None = None, stop: threading.Event | None = None) -> Any:
+        import httpx
+
+        for attempt in range(self.retry.max_retries + 1):
+            retry_after = None
+            try:
+                response = self.client.request(method, self.url + path, json=payload)
+            except httpx.TimeoutException:
+                problem = f"no answer within {self.client.timeout.read} s"
+            except httpx.TransportError as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+            else:
+                if response.status_code < 400:
+                    try:
+                        return response.json()
+                    except ValueError:
+                        raise EngineError(f"endpoint {self.url}{path} answered with something other than JSON: "
+                                          f"{response.text[:200]!r}") from None
+                problem = f"HTTP {response.status_code}: {_error_text(response)}"
+                if response.status_code != 429 and response.status_code < 500:
+                    raise EngineError(f"endpoint {self.url}{path} rejected the request ({problem})")
+                retry_after = response.headers.get("retry-after")
+            if attempt == self.retry.max_retries:
+                break
+            delay = self.retry.delay(attempt, retry_after)
+            if stop is None:
+                time.sleep(delay)
+            elif stop.wait(delay):
+                raise _Stopped
+        raise EngineError(
+            f"endpoint {self.url} failed {self.retry.max_retries + 1} times (last: {problem}); check that the "
+            "server is up, or leave it out of the list; a rerun resumes from the request cache"
+        )
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class ServerEngine:
+    """Causal LM behind one or more OpenAI-compatible servers.
+
+    ``endpoints``: URLs, a list or comma-separated (``http://host:8000`` or ``http://host:8000/v1``).
+    ``model_name``: the served model's name (default: ``$EVALSUITE_SERVER_MODEL``, else the one model the
+    first endpoint lists). ``api_key`` (default ``$OPENAI_API_KEY``). ``tokenizer``: a model folder, alias or
+    hub id whose tokenizer the server's model uses (default: the served model's name or root when that is
+    a local folder or alias). ``adapter``, ``dtype`` and ``batch_size`` belong to the server: serve an
+    adapter with vLLM's ``--lora-modules NAME=DIR`` and pass ``model_name=NAME``.
+    """
+
+    name = "server"
+
+    def __init__(
+        self,
+        endpoints: str | Sequence[str],
+        *,
+        model_name: str | None = None,
+        api_key: str | None = None,
+        tokenizer: str | None = None,
+        concurrency: int = 8,
+        timeout: float = 300.0,
+        max_retries: int = 5,
+        backoff: float = 0.5,
+        adapter: str | None = None,
+        dtype: str | None = None,
+        batch_size: int | None = None,
+    ):
+        del dtype, batch_size  # decided by the server
+        if adapter:
+            raise EngineError("the server engine evaluates what the server serves: serve the adapter with vLLM's "
+                              "--lora-modules NAME=DIR and pass the engine option model_name=NAME")
+        urls = [u.strip() for u in (endpoints.split(",") if isinstance(endpoints, str) else endpoints) if u.strip()]
+        if not urls:
+            raise EngineError("the server engine needs at least one endpoint URL (--model http://host:port)")
+        if concurrency < 1:
+            raise EngineError(f"concurrency must be at least 1, got {concurrency}")
+        self.concurrency = int(concurrency)
+        retry = RetryPolicy(max_retries=int(max_retries), backoff=float(backoff))
+        api_key = api_key or os.environ.get(API_KEY_ENV)
+        self.endpoints = [Endpoint(u, api_key=api_key, timeout=float(timeout), concurrency=self.concurrency,
+                                   retry=retry) for u in urls]
+        served = {e.url: _models(e) for e in self.endpoints}
+        first = self.endpoints[0].url
+        self.model_name = model_name or os.environ.get(MODEL_ENV) or _only_model(first, served[first])
+        cards = []
+        for url, models in served.items():
+            if self.model_name not in models:
+                raise EngineError(f"endpoint {url} does not serve model {self.model_name!r}; it serves: "
+                                  f"{', '.join(models) or 'nothing'}")
+            cards.append(models[self.model_name])
+        self.root = cards[0].get("root")
+        lengths = [int(c["max_model_len"]) for c in cards if c.get("max_model_len")]
+        self.max_model_len = min(lengths) if lengths else None
+        self.tokenizer, self.tokenizer_path = _tokenizer(tokenizer, [self.model_name, self.root])
+        self.answered: Counter[str] = Counter()  # requests answered per endpoint URL, over all calls
+        self._fingerprint: str | None = None
+
+    # -- protocol -----------------------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        if self._fingerprint is None:
+            local = next((p for p in (_local_model(self.model_name), _local_model(self.root)) if p), None)
+            # Weights are fingerprinted when the served model is a folder here; otherwise its name stands in.
+            self._fingerprint = fingerprint(local) if local else hashlib.sha256(
+                f"{self.model_name}\0{self.root}".encode()).hexdigest()
+        return {
+            "engine": self.name,
+            "model_path": self.model_name,
+            "served_root": self.root,
+            "model_sha256": self._fingerprint,
+            "tokenizer": self.tokenizer_path,
+            "endpoints": [e.url for e in self.endpoints],
+            "dtype": None,  # the server's choice
+            "device": "server",
+            "max_length": self.max_model_len,
+        }
+
+    def loglikelihood(
+        self, requests: Sequence[LoglikelihoodRequest], progress: Progress | None = None
+    ) -> list[tuple[ContinuationScore, ...]]:
+        payloads, context_lengths = [], []
+        for index, request in enumerate(requests):
+            if not request.continuations or any(len(c) == 0 for c in request.continuations):
+                raise EngineError(f"request {index} has an empty continuation: nothing to score")
+            prompts, lengths = [], []
+            for cont in request.continuations:
+                context = request.context
+                if self.max_model_len is not None:
+                    room = self.max_model_len - 1 - len(cont)  # the server also samples one token
+                    if room < 1:
+                        raise EngineError(f"request {index}: a continuation of {len(cont)} tokens does not fit "
+                                          f"the served model's {self.max_model_len}-token window")
+                    context = context[-room:]
+                prompts.append([*context, *cont])
+                lengths.append(len(context))
+            payloads.append({"model": self.model_name, "prompt": prompts, "max_tokens": 1, "temperature": 0,
+                             "echo": True, "logprobs": 1})
+            context_lengths.append(lengths)
+
+        def parse(url: str, body: dict, index: int) -> tuple[ContinuationScore, ...]:
+            choices = _choices(url, body, len(payloads[index]["prompt"]))
+            scores = []
+            for choice, prompt, n_ctx in zip(choices, payloads[index]["prompt"], context_lengths[index]):
+                logprobs = choice.get("logprobs") or {}
+                values, tops = logprobs.get("token_logprobs") or [], logprobs.get("top_logprobs") or []
+                if len(values) < len(prompt) or len(tops) < len(prompt):
+                    raise EngineError(f"endpoint {url} did not echo the prompt's log-probabilities "
+                                      "(it needs 'echo' with 'logprobs' on /v1/completions, as vLLM's server has)")
+                positions = range(n_ctx, len(prompt))
+                total = sum(float(values[i]) for i in positions)
+                # The continuation token is the argmax when no top token beats it.
+                greedy = all(float(values[i]) >= max(map(float, tops[i].values())) for i in positions)
+                scores.append(ContinuationScore(total, greedy, len(positions)))
+            return tuple(scores)
+
+        return self._run(payloads, parse, progress)
+
+    def generate(self, requests: Sequence[GenerationRequest], progress: Progress | None = None) -> list[str]:
+        payloads = []
+        for index, r in enumerate(requests):
+            context = r.context
+            if self.max_model_len is not None:
+                if r.max_tokens >= self.max_model_len:
+                    raise EngineError(f"request {index}: max_tokens {r.max_tokens} leaves no room for the context "
+                                      f"in the served model's {self.max_model_len}-token window")
+                context = context[-(self.max_model_len - r.max_tokens) :]
+            payload = {"model": self.model_name, "prompt": list(context), "max_tokens": r.max_tokens,
+                       "temperature": r.temperature}
+            if r.stop:
+                payload["stop"] = list(r.stop)
+            if r.temperature > 0:
+                payload["seed"] = r.seed
+            payloads.append(payload)
+
+        def parse(url: str, body: dict, index: int) -> str:
+            return truncate_stop(str(_choices(url, body, 1)[0].get("text", "")), requests[index].stop)
+
+        return self._run(payloads, parse, progress)
+
+    def close(self) -> None:
+        for endpoint in self.endpoints:
+            endpoint.close()
+
+    def __enter__(self) -> "ServerEngine":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- spreading requests over endpoints -----------------------------------------------------------
+    def _run(self, payloads: list[dict], parse: Callable[[str, dict, int], Any], progress: Progress | None) -> list:
+        """POST every payload to ``/completions`` on whichever endpoint is free; answers in request order.
+
+        ``concurrency`` threads per endpoint take requests from one queue, so a faster server takes more.
+        Answers are reported from the calling thread (a request cache may write them to a database). When an
+        endpoint fails for good, no new request is started; answers already in flight are still reported,
+        then the endpoint's error is raised.
+        """
+        todo: queue.SimpleQueue[int] = queue.SimpleQueue()
+        for index in range(len(payloads)):
+            todo.put(index)
+        results: queue.SimpleQueue[tuple[int, str, Any, BaseException | None]] = queue.SimpleQueue()
+        stop = threading.Event()
+
+        def work(endpoint: Endpoint) -> None:
+            while not stop.is_set():
+                try:
+                    index = todo.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    body = endpoint.request("POST", "/completions", payloads[index], stop)
+                    results.put((index, endpoint.url, parse(endpoint.url, body, index), None))
+                except _Stopped:
+                    return
+                except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
+                    stop.set()
+                    results.put((index, endpoint.url, None, exc))
+                    return
+
+        threads = [threading.Thread(target=work, args=(e,), daemon=True, name=f"evalsuite-server-{e.url}")
+                   for e in self.endpoints for _ in range(min(self.concurrency, len(payloads)))]
+        for thread in threads:
+            thread.start()
+        answers: list[Any] = [None] * len(payloads)
+        error: BaseException | None = None
+        try:
+            while any(t.is_alive() for t in threads) or not results.empty():
+                try:
+                    index, url, answer, exc = results.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                if exc is not None:
+                    error = error or exc
+                    continue
+                answers[index] = answer
+                self.answered[url] += 1
+                if progress:
+                    progress(index, answer)
+        finally:
+            stop.set()
+        if error is not None:
+            if isinstance(error, EngineError):
+                raise error
+            raise EngineError(f"the server engine failed: {type(error).__name__}: {error}") from error
+        return answers
+
+
+def _base_url(url: str) -> str:
+    url = url.strip().rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise EngineError(f"endpoint {url!r} is not an http:// or https:// URL")
+    return url if url.endswith("/v1") else url + "/v1"
+
+
+def _error_text(response: Any) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:300]
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])[:300]
+        for key in ("message", "detail", "error"):
+            if body.get(key):
+                return str(body[key])[:300]
+    return str(body)[:300]
+
+
+def _models(endpoint: Endpoint) -> dict[str, dict]:
+    body = endpoint.request("GET", "/models")
+    try:
+        return {card["id"]: card for card in body["data"]}
+    except (KeyError, TypeError):
+        raise EngineError(f"endpoint {endpoint.url}/models answered without a model list: {str(body)[:200]}") from None
+
+
+def _only_model(url: str, models: dict[str, dict]) -> str:
+    if len(models) == 1:
+        return next(iter(models))
+    raise EngineError(f"endpoint {url} serves {len(models)} models ({', '.join(models) or 'none'}): name one "
+                      f"with the engine option model_name=NAME or ${MODEL_ENV}")
+
+
+def _choices(url: str, body: Any, expected: int) -> list[dict]:
+    try:
+        choices = sorted(body["choices"], key=lambda c: c.get("index", 0))
+    except (KeyError, TypeError, AttributeError):
+        raise EngineError(f"endpoint {url} answered without choices: {str(body)[:200]}") from None
+    if len(choices) != expected:
+        raise EngineError(f"endpoint {url} answered {len(choices)} choices for {expected} prompts")
+    return choices
+
+
+def _local_model(name: str | None) -> str | None:
+    """The local folder of a packaged alias or an existing model folder; None for anything else."""
+    if not name:
+        return None
+    if name.lower() in ALIASES or Path(name).expanduser().is_dir():
+        try:
+            return resolve_model(name)
+        except EngineError:
+            return None
+    return None
+
+
+def _tokenizer(explicit: str | None, served: list[str | None]) -> tuple[Any, str]:
+    """The tokenizer the pipeline encodes with: ``explicit``, else the served model's own when it is local."""
+    from transformers import AutoTokenizer
+
+    if explicit:
+        candidates = [_local_model(explicit) or explicit]
+    else:
+        candidates = [p for p in map(_local_model, served) if p] or [s for s in served[:1] if s]
+    for candidate in candidates:
+        try:
+            return AutoTokenizer.from_pretrained(candidate), candidate
+        except Exception as exc:  # noqa: BLE001
+            problem = f"{type(exc).__name__}: {exc}"
+    raise EngineError(
+        f"cannot load a tokenizer for the served model {served[0]!r} ({problem if candidates else 'no candidate'}); "
+        "pass --tokenizer with a model folder, alias or hub id that has the served model's tokenizer"
+    )
