@@ -332,7 +332,7 @@ def test_chain_of_thought_run_reads_answers_and_reports_unparseable(tmp_path, da
         "I cannot decide.",  # unparseable
         f"Maybe (A)... no: the answer is {letters[docs[3]['label']]}",  # right, the last mention wins
         f"The answer is: {letters[docs[4]['label']]}.",  # right
-        "the answer is a guess",  # unparseable (lower-case 'a' is not an option letter)
+        "the answer is a guess; no, the answer is (C)",  # unparseable: 'a' is no option letter, (C) no option
     ]
     run = evaluate("scripted", "copa", prompts="cot", engine=ScriptedEngine(byte_tok, texts=texts), limit=6,
                    data_dir=data_dir, output=tmp_path, progress=False, n_boot=50)
