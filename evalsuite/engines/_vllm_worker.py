@@ -22,7 +22,8 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import Any, Callable
 
-# Features this module relies on, with the vLLM release that has them.
+# The oldest vLLM release this module is tested with (it uses SamplingParams.logprob_token_ids and
+# skip_reading_prefix_cache, and LLMEngine.add_request/step).
 MIN_VLLM = "0.32"
 
 
@@ -83,7 +84,6 @@ class _Runner:
     def __init__(self, llm: Any, adapter: str | None):
         from vllm.lora.request import LoRARequest
 
-        self.llm = llm
         self.engine = llm.llm_engine
         self.max_len = int(self.engine.model_config.max_model_len)
         cache = self.engine.vllm_config.cache_config
@@ -103,16 +103,21 @@ class _Runner:
 
     def loglikelihood(self, items: list, answer: Callable[[int, Any], None]) -> dict[str, int]:
         """``items``: ``(index, context, continuations)``; the answer is one ``(logprob, greedy, tokens)`` per
-        continuation.
+        continuation. Returns counts: vLLM requests, prompt tokens served from the prefix cache, requests
+        recomputed.
 
-        When every continuation is one token, a single request per item reads their log-probabilities at
-        the context's last position (``logprob_token_ids``), and the prefix cache applies. Otherwise each
-        continuation is its own request with ``prompt_logprobs``. Those may still take the shared context
-        from the prefix cache, as only positions after the cached ones are needed: when the context fills a
-        cache block, the first continuation goes first and the others follow once it is done. vLLM reports
-        how many tokens came from the cache; a request whose cache hit reaches a position we need is
-        recomputed without the cache. Returns counts: vLLM requests, prompt tokens served from the prefix
-        cache, requests recomputed.
+        Two ways to read log-probabilities, both on the given token ids:
+
+        - next-token requests: one request per distinct prefix (context plus the first tokens of a
+          continuation) reads the log-probabilities of the tokens that follow it (``logprob_token_ids``).
+          When every continuation is one token that is a single request per item, and the prefix cache
+          applies. It is also the way with a LoRA adapter, because vLLM applies adapters to prompt
+          log-probabilities wrongly (vllm-project/vllm issues 16668, 51594).
+        - prompt log-probabilities: one request per continuation (``prompt_logprobs``). These may take the
+          shared context from the prefix cache too, since only positions after it are needed: when the
+          context fills a cache block, the first continuation goes first and the others follow once it is
+          done. vLLM reports how many tokens came from the cache; a request whose cache hit reaches a
+          position we need is recomputed without the cache.
         """
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
@@ -120,63 +125,83 @@ class _Runner:
 
         final = RequestOutputKind.FINAL_ONLY
         stats = {"requests": 0, "cached_tokens": 0, "recomputed": 0}
-        contexts = {index: context for index, context, _ in items}
         conts = {index: continuations for index, _, continuations in items}
+        contexts = {index: context for index, context, _ in items}
         scores = {index: [None] * len(continuations) for index, _, continuations in items}
+        next_tokens: dict[int, dict[tuple, Any]] = {}  # item -> prefix -> (logprobs, chosen) once answered
         waiting: set[int] = set()  # items whose other continuations wait for the first one
-        # request id -> (item index, continuation index or None, context length, read the prefix cache)
-        jobs: dict[str, tuple] = {}
+        jobs: dict[str, tuple] = {}  # request id -> (item, prefix) or (item, continuation, context length, read cache)
 
         def submit(prompt: list[int], params: Any, job: tuple) -> None:
             stats["requests"] += 1
             jobs[self._add(TokensPrompt(prompt_token_ids=prompt), params)] = job
 
-        def score(index: int, k: int, read_cache: bool = True) -> None:
-            cont = conts[index][k]
-            context = contexts[index][-(self.max_len - 1 - len(cont)) :]
-            params = SamplingParams(
-                max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False, output_kind=final,
-                skip_reading_prefix_cache=not read_cache,
-            )
+        def context_for(index: int, cont: tuple) -> tuple:
+            return contexts[index][-(self.max_len - 1 - len(cont)) :]
+
+        def read_next_tokens(index: int) -> None:
+            wanted: dict[tuple, set[int]] = {}
+            for cont in conts[index]:
+                context = context_for(index, cont)
+                for j, token in enumerate(cont):
+                    wanted.setdefault((*context, *cont[:j]), set()).add(token)
+            next_tokens[index] = dict.fromkeys(wanted)
+            for prefix, tokens in wanted.items():
+                params = SamplingParams(max_tokens=1, temperature=0.0, detokenize=False, output_kind=final,
+                                        logprob_token_ids=sorted(tokens))
+                submit(list(prefix), params, (index, prefix))
+
+        def read_prompt(index: int, k: int, read_cache: bool = True) -> None:
+            context, cont = context_for(index, conts[index][k]), conts[index][k]
+            params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False,
+                                    output_kind=final, skip_reading_prefix_cache=not read_cache)
             submit([*context, *cont], params, (index, k, len(context), read_cache))
 
         for index, context, continuations in items:
-            if all(len(c) == 1 for c in continuations):
-                params = SamplingParams(
-                    max_tokens=1, temperature=0.0, detokenize=False, output_kind=final,
-                    logprob_token_ids=sorted({c[0] for c in continuations}),
-                )
-                submit(list(context[-(self.max_len - 1) :]), params, (index, None, 0, True))
+            if self.lora is not None or all(len(c) == 1 for c in continuations):
+                read_next_tokens(index)
             elif self.prefix_caching and len(continuations) > 1 and len(context) >= self.block_size:
                 waiting.add(index)
-                score(index, 0)
+                read_prompt(index, 0)
             else:
                 for k in range(len(continuations)):
-                    score(index, k)
+                    read_prompt(index, k)
 
         def finished(output: Any) -> None:
-            index, k, n_ctx, read_cache = jobs.pop(output.request_id)
-            cached = output.num_cached_tokens or 0
+            job = jobs.pop(output.request_id)
+            index, cached = job[0], output.num_cached_tokens or 0
             stats["cached_tokens"] += cached
-            if k is None:
+            if len(job) == 2:  # next-token request
                 sample = output.outputs[0]
-                chosen, logprobs = sample.token_ids[0], sample.logprobs[0]
-                scores[index] = [(logprobs[c[0]].logprob, c[0] == chosen, 1) for c in conts[index]]
-            elif cached > n_ctx - 1:  # the cache covered a position whose log-probability we need
-                if not read_cache:
-                    raise RuntimeError(f"vLLM served request {index} from its prefix cache against our wish")
-                stats["recomputed"] += 1
-                score(index, k, read_cache=False)
-                return
+                next_tokens[index][job[1]] = (sample.logprobs[0], sample.token_ids[0])
+                if any(v is None for v in next_tokens[index].values()):
+                    return
+                answered = next_tokens.pop(index)
+                for k, cont in enumerate(conts[index]):
+                    context = context_for(index, cont)
+                    steps = [answered[(*context, *cont[:j])] for j in range(len(cont))]
+                    scores[index][k] = (
+                        sum(logprobs[token].logprob for (logprobs, _), token in zip(steps, cont)),
+                        all(chosen == token for (_, chosen), token in zip(steps, cont)),
+                        len(cont),
+                    )
             else:
+                _, k, n_ctx, read_cache = job
+                if cached > n_ctx - 1:  # the cache covered a position whose log-probability we need
+                    if not read_cache:
+                        raise RuntimeError(f"vLLM served request {index} from its prefix cache against our wish")
+                    stats["recomputed"] += 1
+                    read_prompt(index, k, read_cache=False)
+                    return
                 ids, rows = output.prompt_token_ids, output.prompt_logprobs
                 entries = [rows[i][ids[i]] for i in range(n_ctx, len(ids))]
                 scores[index][k] = (sum(e.logprob for e in entries), all(e.rank == 1 for e in entries), len(entries))
-            if index in waiting:
-                waiting.discard(index)
-                for other in range(1, len(conts[index])):
-                    score(index, other)
-            elif all(s is not None for s in scores[index]):
+                if index in waiting:
+                    waiting.discard(index)
+                    for other in range(1, len(conts[index])):
+                        read_prompt(index, other)
+                    return
+            if all(s is not None for s in scores[index]):
                 answer(index, tuple(scores.pop(index)))
 
         self._drain(finished)

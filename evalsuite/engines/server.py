@@ -148,8 +148,9 @@ class ServerEngine:
         urls = [u.strip() for u in (endpoints.split(",") if isinstance(endpoints, str) else endpoints) if u.strip()]
         if not urls:
             raise EngineError("the server engine needs at least one endpoint URL (--model http://host:port)")
-        if concurrency < 1:
-            raise EngineError(f"concurrency must be at least 1, got {concurrency}")
+        if concurrency < 1 or max_retries < 0:
+            raise EngineError(f"concurrency must be at least 1 and max_retries at least 0, got {concurrency} and "
+                              f"{max_retries}")
         self.concurrency = int(concurrency)
         retry = RetryPolicy(max_retries=int(max_retries), backoff=float(backoff))
         api_key = api_key or os.environ.get(API_KEY_ENV)
