@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     _task_dirs(run)
     _data_dir(run)
 
+    from evalsuite.finetune.config import TrainConfig
+
+    default = TrainConfig()  # one source of truth for the defaults
     tune = commands.add_parser("finetune", help="fine-tune a model on a task's train split (head for encoders, LoRA for causal LMs)")
     tune.add_argument("--task", required=True, help="task name (it needs a train split)")
     tune.add_argument("--model", required=True, help="model folder, hub id, or 'minilm' / 'smollm2' (packaged models)")
@@ -101,23 +104,28 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--output", type=Path, default=None, help="checkpoint folder (default: checkpoints/<model>-<task>[-lora])")
     tune.add_argument("--overwrite", action="store_true", help="replace an existing --output folder")
     tune.add_argument("--learning-rate", type=float, default=None, help="default: 5e-5 (classifier), 2e-4 (lora)")
-    tune.add_argument("--epochs", type=int, default=3)
-    tune.add_argument("--batch-size", type=int, default=16)
-    tune.add_argument("--weight-decay", type=float, default=0.01)
-    tune.add_argument("--warmup-ratio", type=float, default=0.1, help="share of steps warming the learning rate up")
-    tune.add_argument("--max-grad-norm", type=float, default=1.0, help="gradient clipping norm")
-    tune.add_argument("--patience", type=int, default=2, help="epochs without improvement before stopping")
-    tune.add_argument("--monitor", default="loss", choices=("loss", "accuracy"), help="validation quantity to improve")
+    tune.add_argument("--epochs", type=int, default=default.epochs, help="default: %(default)s")
+    tune.add_argument("--batch-size", type=int, default=default.batch_size, help="default: %(default)s")
+    tune.add_argument("--weight-decay", type=float, default=default.weight_decay,
+                      help="AdamW weight decay, not on biases and norms (default: %(default)s)")
+    tune.add_argument("--warmup-ratio", type=float, default=default.warmup_ratio,
+                      help="share of steps warming the learning rate up (default: %(default)s)")
+    tune.add_argument("--max-grad-norm", type=float, default=default.max_grad_norm,
+                      help="gradient clipping norm (default: %(default)s)")
+    tune.add_argument("--patience", type=int, default=default.patience,
+                      help="epochs without improvement before stopping (default: %(default)s)")
+    tune.add_argument("--monitor", default=default.monitor, choices=("loss", "accuracy"),
+                      help="validation quantity to improve (default: %(default)s)")
     tune.add_argument("--max-length", type=int, default=None, help="tokens per example (default: 128 classifier, 1024 lora)")
-    tune.add_argument("--seed", type=int, default=0)
-    tune.add_argument("--validation-fraction", type=float, default=0.1,
-                      help="share of train held out when the task has no validation split")
+    tune.add_argument("--seed", type=int, default=default.seed)
+    tune.add_argument("--validation-fraction", type=float, default=default.validation_fraction,
+                      help="share of train held out when the task has no validation split (default: %(default)s)")
     tune.add_argument("--limit", type=int, default=None, help="train on the first N training documents only")
     tune.add_argument("--validation-limit", type=int, default=None, help="validate on the first N documents only")
     tune.add_argument("--prompt", default=None, help="lora: the prompt variant trained on (default: the task's first)")
-    tune.add_argument("--lora-r", type=int, default=8)
-    tune.add_argument("--lora-alpha", type=int, default=16)
-    tune.add_argument("--lora-dropout", type=float, default=0.05)
+    tune.add_argument("--lora-r", type=int, default=default.lora_r, help="LoRA rank (default: %(default)s)")
+    tune.add_argument("--lora-alpha", type=int, default=default.lora_alpha, help="LoRA scaling alpha (default: %(default)s)")
+    tune.add_argument("--lora-dropout", type=float, default=default.lora_dropout, help="default: %(default)s")
     tune.add_argument("--lora-targets", default=None, help="comma-separated module names (default: peft's for the model)")
     tune.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     tune.add_argument("--no-progress", action="store_true")

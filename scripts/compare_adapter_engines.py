@@ -67,7 +67,12 @@ def main() -> int:
     parser.add_argument("--vllm-reference", choices=("engine", "raw"), default="engine",
                         help="engine: evalsuite's vllm engine (default); raw: vLLM's API on the pipeline's token ids")
     parser.add_argument("--tolerance", type=float, default=2e-3, help="largest allowed |log-likelihood difference|")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for the transformers engine")
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     common = dict(mode="fine-tuned", adapter=args.adapter, limit=args.limit, data_dir=args.data_dir,
                   output=args.output, progress=False)
