@@ -96,7 +96,7 @@ def test_lora_adapter_matches_transformers(tmp_path, hf_smollm2, data_dir):
     get_peft_model(base, config).save_pretrained(tmp_path / "adapter")  # random A and B: the scores move
     adapter = str(tmp_path / "adapter")
 
-    requests = task_requests(hf_smollm2.tokenizer, data_dir, "copa", "plain", limit=20)
+    requests = task_requests(hf_smollm2.tokenizer, data_dir, "copa", "plain", limit=12)
     with VLLMEngine("smollm2", adapter=adapter, max_model_len=512) as engine:
         got = engine.loglikelihood(requests)
         assert engine.describe()["adapter"] == adapter
