@@ -219,10 +219,16 @@ def _score_pairs(p: Predictions) -> np.ndarray:
     return np.stack([p.score, p.gold_score], axis=-1)  # (n, 2); resampled to (B, n, 2)
 
 
+def _unit_scale(c: np.ndarray) -> np.ndarray:
+    """Divide each row by its largest magnitude, so squares of tiny deviations do not underflow."""
+    m = np.abs(c).max(axis=1, keepdims=True)
+    return np.divide(c, m, out=np.zeros_like(c), where=m > 0)
+
+
 def _pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Row-wise Pearson correlation of (B, n) arrays; 0 where either row is constant."""
-    xc = x - x.mean(axis=1, keepdims=True)
-    yc = y - y.mean(axis=1, keepdims=True)
+    xc = _unit_scale(x - x.mean(axis=1, keepdims=True))
+    yc = _unit_scale(y - y.mean(axis=1, keepdims=True))
     num = (xc * yc).sum(axis=1)
     den = np.sqrt((xc * xc).sum(axis=1) * (yc * yc).sum(axis=1))
     ok = (np.ptp(x, axis=1) > 0) & (np.ptp(y, axis=1) > 0) & (den > 0)  # exact test: means round
