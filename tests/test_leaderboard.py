@@ -173,6 +173,7 @@ def test_markdown_rows_escaping_and_definitions(tmp_path: Path) -> None:
 def test_csv_json_roundtrip_and_determinism(grid: Path, tmp_path: Path) -> None:
     paths = build_leaderboard([grid], tmp_path / "board")
     assert set(paths) == {"md", "csv", "json", "variants"} and all(p.is_file() for p in paths.values())
+    assert all(p.stat().st_mode & 0o777 == 0o644 for p in paths.values())  # readable by others, e.g. a web server
     wide = leaderboard_table(gather([grid]))
     back = pd.read_csv(paths["csv"], keep_default_na=False, na_values=[""])
     assert back.columns.tolist() == wide.columns.tolist()
