@@ -135,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     board = commands.add_parser("leaderboard", help="build leaderboard.md/.csv/.json from run folders")
     board.add_argument("runs", nargs="*", type=Path, default=[Path("results")], help="run folders or folders of runs (default: results/)")
     board.add_argument("--output", type=Path, default=Path("leaderboards"))
+    board.add_argument("--metric", default=None, help="show this metric (e.g. f1) where a task has it, instead of "
+                       "the task's main metric")
 
     report = commands.add_parser("report", help="write leaderboards/index.html: rankings, plots, paired tests, errors")
     report.add_argument("runs", nargs="*", type=Path, default=[Path("results")], help="run folders or folders of runs (default: results/)")
@@ -309,7 +311,7 @@ def _engine_args(items: list[str]) -> dict:
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from evalsuite.leaderboard import build_leaderboard
 
-    written = build_leaderboard(args.runs, args.output)
+    written = build_leaderboard(args.runs, args.output, args.metric)
     for path in written.values():
         print(f"wrote {path}")
     return 0

@@ -234,3 +234,11 @@ def test_fine_tuned_rows_name_their_base_and_task(tmp_path: Path) -> None:
     }
     markdown = (build_leaderboard([tmp_path], tmp_path / "board")["md"]).read_text()
     assert "| smollm2 + LoRA (fine-tuned on rte) | fine-tuned | plain |" in markdown
+
+
+def test_another_metric_where_tasks_have_it(grid: Path, tmp_path: Path) -> None:
+    long = gather([grid], metric="other")
+    assert set(long["metric"]) == {"other"} and set(long["value"]) == {0.0}
+    assert set(gather([grid], metric="no_such_metric")["metric"]) == {"accuracy", "mcc"}  # each task's main metric
+    board = build_leaderboard([grid], tmp_path / "board", metric="other")
+    assert "| copa (other) |" in board["md"].read_text(encoding="utf-8")

@@ -61,8 +61,8 @@ def _float(x: Any) -> float:
     return float("nan") if x is None else float(x)
 
 
-def _rows(folder: Path) -> list[dict[str, Any]]:
-    """Long-table rows of one run folder."""
+def _rows(folder: Path, metric: str | None = None) -> list[dict[str, Any]]:
+    """Long-table rows of one run folder: ``metric`` where an evaluation has it, else its main metric."""
     record = read_run(folder)
     try:
         cfg, described = record.get("config") or {}, record.get("model") or {}
@@ -75,11 +75,11 @@ def _rows(folder: Path) -> list[dict[str, Any]]:
         }
         rows = []
         for ev in record.get("evaluations") or []:
-            metric = ev["main_metric"]
-            m = ev["metrics"][metric]
+            shown = metric if metric in ev["metrics"] else ev["main_metric"]
+            m = ev["metrics"][shown]
             rows.append({
                 **common, "variant": ev["variant"], "task": ev["task"], "category": ev.get("category") or "",
-                "metric": metric, "value": _float(m.get("value")), "low": _float(m.get("low")),
+                "metric": shown, "value": _float(m.get("value")), "low": _float(m.get("low")),
                 "high": _float(m.get("high")), "n": int(ev.get("n") or 0),
                 "unparseable": _float((ev["metrics"].get("unparseable_rate") or {}).get("value")),
                 "data_hash": (ev.get("hashes") or {}).get("data"), "definition": m.get("definition") or "",
@@ -89,13 +89,14 @@ def _rows(folder: Path) -> list[dict[str, Any]]:
         raise EvalsuiteError(f"{Path(folder) / 'results.json'}: missing or malformed field ({exc!r})") from None
 
 
-def gather(run_dirs: Sequence[Path]) -> pd.DataFrame:
+def gather(run_dirs: Sequence[Path], metric: str | None = None) -> pd.DataFrame:
     """Long table, one row per run × evaluation, newest run winning per (model, adapter, setting, variant, task).
 
-    ``run_dirs`` may be run folders or folders holding them. ``attrs['superseded']`` counts the rows dropped
+    ``run_dirs`` may be run folders or folders holding them. Each row holds the evaluation's ``metric`` (e.g.
+    ``f1``) where it has one, else its main metric. ``attrs['superseded']`` counts the rows dropped
     as older duplicates; ``attrs['notes']`` says which runs they came from.
     """
-    rows = [row for folder in find_runs(run_dirs) for row in _rows(folder)]
+    rows = [row for folder in find_runs(run_dirs) for row in _rows(folder, metric)]
     long = pd.DataFrame(rows, columns=LONG_COLUMNS)
     if long.empty:
         long.attrs.update(superseded=0, notes=[])
@@ -294,13 +295,14 @@ def _json(long: pd.DataFrame, wide: pd.DataFrame) -> dict[str, Any]:
             "runs": _runs(long), "superseded": wide.attrs.get("superseded", 0), "notes": wide.attrs.get("notes", [])}
 
 
-def build_leaderboard(run_dirs: Sequence[Path], output: Path) -> dict[str, Path]:
+def build_leaderboard(run_dirs: Sequence[Path], output: Path, metric: str | None = None) -> dict[str, Path]:
     """Write ``leaderboard.md``, ``.csv``, ``.json`` and ``variants.md`` (prompt variants side by side, see
-    :mod:`evalsuite.leaderboard.variants`) under ``output``, each atomically; return their paths."""
+    :mod:`evalsuite.leaderboard.variants`) under ``output``, each atomically; return their paths. Cells show
+    each task's main metric, or ``metric`` where a task has it."""
     from evalsuite.leaderboard.variants import render_variants
 
     searched = ", ".join(str(p) for p in run_dirs) or "(no folders given)"
-    long = gather(run_dirs) if run_dirs else pd.DataFrame(columns=LONG_COLUMNS)
+    long = gather(run_dirs, metric) if run_dirs else pd.DataFrame(columns=LONG_COLUMNS)
     if long.empty:
         raise EvalsuiteError(f"no complete runs found in {searched} (a run folder holds results.json; unfinished "
                              "*.partial folders are skipped): run `evalsuite run` first, or point at its --output folder")
