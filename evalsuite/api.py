@@ -499,30 +499,34 @@ def _classify_one(runner: Any, task: TaskSpec, split_of, writer: RunWriter, *, s
     started = time.perf_counter()
     renderer = PromptRenderer(task, task.prompts[0])
     evaluated = split_of(task, task.eval_split)
-    docs = list(enumerate(evaluated.docs[:limit] if limit else evaluated.docs))
-    texts = [renderer.inputs_of(doc, i) for i, doc in docs]
-    golds = [renderer.gold_of(doc, i, renderer.choices_of(doc, i))[0] for i, doc in docs]
     to_head = [runner.labels.index(label) for label in task.labels]  # task label k is head output to_head[k]
-    bar = _progress_bar(len(docs), f"{task.name}/{CLASSIFIER_VARIANT}", progress)
+    n_docs = min(len(evaluated.docs), limit or len(evaluated.docs))
+    bar = _progress_bar(n_docs, f"{task.name}/{CLASSIFIER_VARIANT}", progress)
+    predicted, golds = [], []
     try:
-        requests = [encode_texts(runner.tokenizer, t, runner.max_length) for t in texts]
-        answers = runner.classify(requests, progress=(lambda i, answer: bar.update(1)) if bar else None)
+        for chunk in _chunks(evaluated.docs, limit):
+            texts = [renderer.inputs_of(doc, i) for i, doc in chunk]
+            chunk_golds = [renderer.gold_of(doc, i, renderer.choices_of(doc, i))[0] for i, doc in chunk]
+            requests = [encode_texts(runner.tokenizer, t, runner.max_length) for t in texts]
+            answers = runner.classify(requests, progress=(lambda i, answer: bar.update(1)) if bar else None)
+            samples = []
+            for (doc_id, _), inputs, gold, answer in zip(chunk, texts, chunk_golds, answers):
+                logprobs = [answer[k] for k in to_head]
+                pred = int(np.argmax(logprobs))
+                samples.append({"task": task.name, "variant": CLASSIFIER_VARIANT, "doc_id": doc_id, "fewshot_ids": [],
+                                "inputs": list(inputs), "choices": list(task.labels), "label_logprobs": logprobs,
+                                "pred": pred, "gold": gold, "gold_text": task.labels[gold], "correct": pred == gold})
+                predicted.append(pred)
+            golds += chunk_golds
+            writer.write_samples(samples)
     finally:
         if bar:
             bar.close()
-    samples = []
-    for (doc_id, _), inputs, gold, answer in zip(docs, texts, golds, answers):
-        logprobs = [answer[k] for k in to_head]
-        pred = int(np.argmax(logprobs))
-        samples.append({"task": task.name, "variant": CLASSIFIER_VARIANT, "doc_id": doc_id, "fewshot_ids": [],
-                        "inputs": list(inputs), "choices": list(task.labels), "label_logprobs": logprobs,
-                        "pred": pred, "gold": gold, "gold_text": task.labels[gold], "correct": pred == gold})
-    writer.write_samples(samples)
     labels = tuple(task.labels)
     preds = Predictions(
-        pred=np.array([s["pred"] for s in samples]), gold=np.array(golds), n_classes=len(labels), labels=labels,
+        pred=np.array(predicted), gold=np.array(golds), n_classes=len(labels), labels=labels,
         positive=labels.index(task.positive) if task.positive else None,
-        pred_text=tuple(labels[s["pred"]] for s in samples), gold_text=tuple(labels[g] for g in golds),
+        pred_text=tuple(labels[p] for p in predicted), gold_text=tuple(labels[g] for g in golds),
     )
     # Length normalisation has no meaning for a head's labels.
     metrics = compute_metrics([m for m in task.metrics if m != "accuracy_norm"], preds, n_boot=n_boot, seed=seed)
