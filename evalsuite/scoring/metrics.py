@@ -17,7 +17,7 @@ import numpy as np
 from evalsuite.errors import MetricError
 
 UNPARSEABLE = -1
-_CHUNK = 1 << 22  # max gathered elements per bootstrap chunk (bounds memory for large n_boot * n)
+_CHUNK = 1 << 20  # max gathered elements per bootstrap chunk (bounds memory for large n_boot * n)
 
 
 def _int_array(field: str, x: Any) -> np.ndarray:
