@@ -8,6 +8,7 @@ import json
 import logging
 import platform
 import re
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -584,9 +585,10 @@ class _Outcomes:
             self.pred.append(pred)
             self.gold.append(inst.gold)
             self.pred_norm.append(s.get("pred_norm"))
-            self.pred_text.append(str(s.get("extracted") or (inst.continuations[pred].strip()
-                                                              if pred >= 0 and inst.continuations else "")))
-            self.gold_text.append(inst.gold_text)
+            # Interned: documents share the few distinct answer strings instead of holding a copy each.
+            self.pred_text.append(sys.intern(str(s.get("extracted") or (inst.continuations[pred].strip()
+                                                                        if pred >= 0 and inst.continuations else ""))))
+            self.gold_text.append(sys.intern(inst.gold_text))
             if "score" in s:
                 self.score.append(s["score"])
                 self.gold_score.append(inst.gold_score)
