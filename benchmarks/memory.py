@@ -1,12 +1,15 @@
 """Peak memory and speed of a generated task as its size grows: memory must not grow with the documents.
 
-A user task folder in a temporary directory holds a copy of a generated task whose test split has n
-documents. Each n is evaluated in a fresh process through the real pipeline (``evalsuite.evaluate``, the
-``hf`` engine, request cache off, default ``n_boot``), which prints its peak resident memory (``ru_maxrss``)
-once the model is loaded and at the end, and documents per second over the whole ``evaluate`` call (data
-generation, prompts, model, samples file, metrics). The model is a tiny random Llama (2 layers, hidden size
-128, byte tokenizer; ``tests/tiny_models.py``): a real transformers model, fast enough for 100,000 documents
-on a CPU. What is measured is the pipeline's memory, not the model's.
+A user task folder in a temporary directory holds a copy of a generated task (default ``gen_propositional``,
+the shortest prompts) whose test split has n documents. Each n is evaluated in a fresh process through the
+real pipeline (``evalsuite.evaluate``, the ``hf`` engine, request cache off, default ``n_boot``), which
+reports its peak resident memory (``ru_maxrss``) once the model is loaded and at the end, and documents per
+second over the whole ``evaluate`` call (data generation, prompts, model, samples file, metrics).
+
+The model is a one-layer Llama of hidden size 32 with random weights and the tests' byte tokenizer
+(``tests/tiny_models.py``): a real transformers model, fast enough for 100,000 documents on a CPU. What is
+measured is the pipeline's memory, not the model's; a real model adds its weights and activations, which do
+not depend on the number of documents either.
 
     python benchmarks/memory.py                                  # n = 1000, 10000, 100000
     python benchmarks/memory.py --sizes 1000 10000 --task gen_syllogisms
