@@ -85,7 +85,7 @@ def main() -> None:
     spec = yaml.safe_load((next((ROOT / "tasks").rglob(f"{args.task}.yaml"))).read_text())
     with tempfile.TemporaryDirectory() as tmp:
         model = smallest_llama(Path(tmp) / "model")
-        print(f"task {args.task}, hf engine on a tiny random Llama, batch size {args.batch_size}, cache off")
+        print(f"task {args.task}, hf engine on a one-layer random Llama, batch size {args.batch_size}, cache off")
         print("| documents | peak RSS after model load (MiB) | peak RSS (MiB) | growth (MiB) | seconds | docs/s |")
         print("|---:|---:|---:|---:|---:|---:|")
         for n in args.sizes:
