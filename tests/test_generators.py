@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from evalsuite.api import _instances, load_tasks
-from evalsuite.data import load_split
+from evalsuite.data import GeneratedDocs, content_hash, load_split
 from evalsuite.data.generators import GENERATORS, generate
 from evalsuite.errors import SpecError
 from evalsuite.prompting import PromptRenderer
@@ -390,6 +390,18 @@ def test_data_seed_replaces_the_task_seed(catalog):
     # The same data seed still gives different items in the few-shot split.
     fewshot = load_split(task, "train", data_seed=42)
     assert not {d["theory"] for d in fewshot.docs} & {d["theory"] for d in fresh.docs}
+
+
+def test_a_generated_split_is_made_afresh_on_each_pass_with_the_hash_of_its_list(catalog):
+    split = load_split(catalog["gen_knights_knaves"], "test", data_seed=5)
+    docs = generate("knights_knaves", n=450, seed=5, split="test", levels=[2, 3, 4])
+    assert isinstance(split.docs, GeneratedDocs) and len(split.docs) == 450
+    assert list(split.docs) == docs and list(split.docs) == docs and split.docs == docs
+    assert split.sha256 == content_hash(docs)
+    assert split.docs[7] == docs[7] and split.docs[-1] == docs[-1]
+    assert split.docs[3:40:3] == docs[3:40:3] and split.docs[:5] == docs[:5] and split.docs[::-2] == docs[::-2]
+    with pytest.raises(IndexError):
+        split.docs[450]
 
 
 def _task_file(tmp_path, source: str) -> str:

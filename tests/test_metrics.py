@@ -13,10 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from evalsuite.errors import MetricError
+from evalsuite.scoring import metrics
 from evalsuite.scoring.metrics import (
     METRICS,
     MetricResult,
     Predictions,
+    bootstrap_chunks,
     bootstrap_indices,
     compute_metrics,
     average_ranks,
@@ -192,6 +194,18 @@ def test_large_input_is_chunked() -> None:
     pred, gold = p.pred[idx], p.gold[idx]
     tp, fp, fn = ((pred == 1) & (gold == 1)).sum(1), ((pred == 1) & (gold != 1)).sum(1), ((pred != 1) & (gold == 1)).sum(1)
     assert (r.low, r.high) == pytest.approx(tuple(np.quantile(2 * tp / (2 * tp + fp + fn), [0.025, 0.975])), abs=1e-12)
+
+
+def test_bootstrap_chunks_continue_one_random_stream(monkeypatch) -> None:
+    # Blocks of an odd number of indices must give exactly the rows of one (n_boot, n) draw.
+    monkeypatch.setattr(metrics, "_CHUNK", 15)
+    chunks = list(bootstrap_chunks(5, 11, 3))
+    assert [c.shape for c in chunks] == [(3, 5), (3, 5), (3, 5), (2, 5)]
+    assert np.array_equal(np.concatenate(chunks), np.random.Generator(np.random.PCG64(3)).integers(0, 5, size=(11, 5)))
+    p = _random_binary(41, 4)
+    small = compute_metrics(["accuracy", "f1", "mcc"], p, n_boot=101, seed=2)
+    monkeypatch.setattr(metrics, "_CHUNK", 1 << 22)
+    assert compute_metrics(["accuracy", "f1", "mcc"], p, n_boot=101, seed=2) == small
 
 
 # ---------------------------------------------------------------- registry, errors, helpers

@@ -1,18 +1,22 @@
-"""Data: a task's logical split -> a list of documents (plain dicts in the hub dataset's schema).
+"""Data: a task's logical split -> a sequence of documents (plain dicts in the hub dataset's schema).
 
 Raw files in a data directory are read by one parser per format (:mod:`evalsuite.data.formats`), which
 emit the same schema as the task's Hugging Face dataset, so one template serves both sources. Generated
-tasks draw their items from a seed (:mod:`evalsuite.data.generators`), whatever the data directory. A
+tasks draw their items from a seed (:mod:`evalsuite.data.generators`), whatever the data directory; their
+documents are made afresh on each pass (:class:`GeneratedDocs`), so a split of any size takes no memory. A
 task's ``filter`` expression is applied to every loaded split.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import itertools
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
 
 from evalsuite.errors import DataError, SpecError
 from evalsuite.spec import TaskSpec
@@ -26,9 +30,45 @@ class Split:
 
     task: str
     name: str
-    docs: list[dict]
+    docs: Sequence[dict]  # a list, or a GeneratedDocs for generated splits: iterate rather than index it
     origin: str
     sha256: str
+
+
+class GeneratedDocs(Sequence[dict]):
+    """The documents of a generated split, made one by one afresh on every pass instead of held in memory.
+
+    Item ``i`` is the same on every pass (see :mod:`evalsuite.data.generators`). Indexing makes the items
+    before the one asked for, so read the documents in order by iterating.
+    """
+
+    def __init__(self, generator: str, *, n: int, seed: int | str, split: str, levels: Sequence[int] | None = None):
+        from evalsuite.data.generators import items
+
+        self._n = n
+        self._items = functools.partial(items, generator, n=n, seed=seed, split=split, levels=levels)
+        self._items()  # checks the generator's name and levels now, making no item
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __iter__(self) -> Iterator[dict]:
+        return self._items()
+
+    def __getitem__(self, index: Any) -> Any:
+        positions = range(self._n)[index]  # IndexError when out of range, like a list
+        if isinstance(positions, int):
+            return next(itertools.islice(self, positions, None))
+        if positions.step < 0:
+            return list(self)[index]
+        return list(itertools.islice(self, positions.start, positions.stop, positions.step))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+
+    __hash__ = None  # type: ignore[assignment]  # equal by content, like a list
 
 
 def default_data_dir() -> Path | None:
@@ -36,8 +76,9 @@ def default_data_dir() -> Path | None:
     return Path(value) if value else None
 
 
-def content_hash(docs: list[dict]) -> str:
-    """SHA-256 of the documents as canonical JSON: the same data gives the same hash from any source."""
+def content_hash(docs: Iterable[dict]) -> str:
+    """SHA-256 of the documents as canonical JSON: the same data gives the same hash from any source (it
+    reads them in one pass, so a generated split is hashed without being held in memory)."""
     digest = hashlib.sha256()
     for doc in docs:
         digest.update(json.dumps(doc, sort_keys=True, ensure_ascii=False, default=str).encode())
@@ -100,7 +141,7 @@ def _load_hub(task: TaskSpec, split: str) -> Split:
 
 
 def _load_generated(task: TaskSpec, split: str, data_seed: int | None) -> Split:
-    from evalsuite.data.generators import GENERATORS, generate
+    from evalsuite.data.generators import GENERATORS
 
     source = task.generated
     spec = source.splits[split]
@@ -118,11 +159,13 @@ def _load_generated(task: TaskSpec, split: str, data_seed: int | None) -> Split:
         raise SpecError(f"{task.path}: field '{field}.params.levels': expected a list of integers, got {levels!r}")
     seed = spec.seed if data_seed is None else data_seed
     try:
-        docs = generate(source.generator, n=spec.n, seed=seed, split=split, levels=levels)
+        docs = GeneratedDocs(source.generator, n=spec.n, seed=seed, split=split, levels=levels)
     except ValueError as exc:
         raise SpecError(f"{task.path}: field '{field}.params.levels': {exc}") from None
     origin = f"generated:{source.generator}:{split}:seed={seed}:n={spec.n}"
     return Split(task.name, split, docs, origin, content_hash(docs))
+
+
 def _filtered(task: TaskSpec, loaded: Split) -> Split:
     """Keep the documents for which the task's ``filter`` expression is true."""
     if task.filter is None:

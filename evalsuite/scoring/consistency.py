@@ -14,7 +14,7 @@ from typing import Any, Hashable, Sequence
 
 import numpy as np
 
-from evalsuite.scoring.metrics import bootstrap_indices
+from evalsuite.scoring.metrics import bootstrap_chunks
 
 VOTE_RULE = (
     "majority vote over the samples' extracted answers; unparseable answers do not vote; ties go to the "
@@ -50,7 +50,7 @@ def majority_vote(answers: Sequence[Hashable | None]) -> Vote:
 def agreement_interval(agreements: Sequence[float], *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Mean agreement over documents with the metrics' seeded 95% percentile-bootstrap interval."""
     x = np.asarray(agreements, dtype=np.float64)
-    boot = x[bootstrap_indices(len(x), n_boot, seed)].mean(axis=1)
+    boot = np.concatenate([x[idx].mean(axis=1) for idx in bootstrap_chunks(len(x), n_boot, seed)])
     low, high = np.quantile(boot, [0.025, 0.975])
     interval = f"95% percentile bootstrap over documents, {n_boot} resamples, seed {seed}"
     return {"value": float(x.mean()), "low": float(low), "high": float(high),

@@ -8,7 +8,7 @@ Python loop over documents.  The point estimate is ``stat`` on the single identi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -17,7 +17,7 @@ import numpy as np
 from evalsuite.errors import MetricError
 
 UNPARSEABLE = -1
-_CHUNK = 1 << 22  # max gathered elements per bootstrap chunk (bounds memory for large n_boot * n)
+_CHUNK = 1 << 20  # max gathered elements per bootstrap chunk (bounds memory for large n_boot * n)
 
 
 def _int_array(field: str, x: Any) -> np.ndarray:
@@ -326,11 +326,19 @@ def resolve_metric(name: str) -> Metric:
 
 def bootstrap_indices(n: int, n_boot: int, seed: int) -> np.ndarray:
     """(n_boot, n) document indices drawn with replacement from Generator(PCG64(seed))."""
+    return np.concatenate(list(bootstrap_chunks(n, n_boot, seed)))
+
+
+def bootstrap_chunks(n: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:
+    """The rows of :func:`bootstrap_indices`, drawn from the same stream in blocks of at most ``_CHUNK``
+    indices (at least one row), so that memory stays bounded however many documents there are."""
     if n < 1:
         raise MetricError("cannot bootstrap over 0 documents")
     if n_boot < 1:
         raise MetricError(f"n_boot must be >= 1, got {n_boot}")
-    return np.random.Generator(np.random.PCG64(seed)).integers(0, n, size=(n_boot, n))
+    rng = np.random.Generator(np.random.PCG64(seed))
+    rows = max(1, _CHUNK // n)
+    return (rng.integers(0, n, size=(min(rows, n_boot - start), n)) for start in range(0, n_boot, rows))
 
 
 def compute_metrics(names: Sequence[str], preds: Predictions, *, n_boot: int = 1000,
@@ -338,23 +346,23 @@ def compute_metrics(names: Sequence[str], preds: Predictions, *, n_boot: int = 1
     """Point values and percentile-bootstrap intervals; all metrics share one set of resample indices."""
     if isinstance(names, str):
         names = [names]
-    metrics = [resolve_metric(nm) for nm in names]
+    metrics = {nm: resolve_metric(nm) for nm in names}
     if preds.n == 0:
         raise MetricError("no documents to score (n = 0)")
     if not 0 < confidence < 1:
         raise MetricError(f"confidence must be in (0, 1), got {confidence}")
-    idx = bootstrap_indices(preds.n, n_boot, seed)
     alpha = 1 - confidence
     interval = f"{confidence * 100:g}% percentile bootstrap over documents, {n_boot} resamples, seed {seed}"
-    rows = max(1, _CHUNK // preds.n)
+    per_doc = {nm: m.per_doc(preds) for nm, m in metrics.items()}
+    boot: dict[str, list[np.ndarray]] = {nm: [] for nm in metrics}
+    for idx in bootstrap_chunks(preds.n, n_boot, seed):
+        for nm, m in metrics.items():
+            boot[nm].append(m.stat(per_doc[nm][idx], preds))
     out: dict[str, MetricResult] = {}
-    for m in metrics:
-        x = m.per_doc(preds)
-        value = float(m.stat(x[None, :], preds)[0])
-        boot = np.concatenate([m.stat(x[idx[i:i + rows]], preds) for i in range(0, n_boot, rows)])
-        low, high = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
-        out[m.name] = MetricResult(m.name, value, float(low), float(high),
-                                   f"{m.describe(preds)}. Interval: {interval}.")
+    for nm, m in metrics.items():
+        value = float(m.stat(per_doc[nm][None, :], preds)[0])
+        low, high = np.quantile(np.concatenate(boot[nm]), [alpha / 2, 1 - alpha / 2])
+        out[nm] = MetricResult(nm, value, float(low), float(high), f"{m.describe(preds)}. Interval: {interval}.")
     return out
 
 

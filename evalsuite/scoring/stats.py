@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from evalsuite.errors import MetricError
-from evalsuite.scoring.metrics import _CHUNK, Predictions, _mean, bootstrap_indices, resolve_metric
+from evalsuite.scoring.metrics import Predictions, _mean, bootstrap_chunks, resolve_metric
 
 __all__ = ["PairedTest", "fleiss_kappa", "holm", "kendall_tau_b", "mcnemar_exact", "paired_bootstrap",
            "paired_test"]
@@ -46,14 +46,6 @@ def _value(metric_name: str, preds: Predictions) -> float:
     return float(metric.stat(metric.per_doc(preds)[None, :], preds)[0])
 
 
-def _boot_stat(metric_name: str, preds: Predictions, idx: np.ndarray) -> np.ndarray:
-    """The metric on each resample of ``idx`` (B, n), computed in memory-bounded chunks."""
-    metric = resolve_metric(metric_name)
-    x = metric.per_doc(preds)
-    rows = max(1, _CHUNK // max(preds.n, 1))
-    return np.concatenate([metric.stat(x[idx[i:i + rows]], preds) for i in range(0, len(idx), rows)])
-
-
 def _check_paired(a: Predictions, b: Predictions) -> None:
     if a.n != b.n:
         raise MetricError(f"paired comparison needs the same documents: A has {a.n}, B has {b.n}")
@@ -68,15 +60,17 @@ def paired_bootstrap(metric_name: str, a: Predictions, b: Predictions, *, n_boot
                      confidence: float = 0.95) -> tuple[float, float, float, float]:
     """(difference A − B, low, high, p) for ``metric_name`` by the paired percentile bootstrap.
 
-    Each resample draws documents with replacement (``bootstrap_indices``) and scores A and B on the same
+    Each resample draws documents with replacement (``bootstrap_chunks``) and scores A and B on the same
     draw. The interval is the percentile interval of the resampled differences. The p-value tests
     "no difference" by shifting the resampled differences to mean zero (the null): p = (1 + #{|δ* − δ| ≥ |δ|})
     / (B + 1), so it is never 0 and equals 1 when δ = 0.
     """
     _check_paired(a, b)
     delta = _value(metric_name, a) - _value(metric_name, b)
-    idx = bootstrap_indices(a.n, n_boot, seed)
-    deltas = _boot_stat(metric_name, a, idx) - _boot_stat(metric_name, b, idx)
+    metric = resolve_metric(metric_name)
+    xa, xb = metric.per_doc(a), metric.per_doc(b)
+    deltas = np.concatenate([metric.stat(xa[idx], a) - metric.stat(xb[idx], b)
+                             for idx in bootstrap_chunks(a.n, n_boot, seed)])
     alpha = 1 - confidence
     low, high = np.quantile(deltas, [alpha / 2, 1 - alpha / 2])
     extreme = int(np.count_nonzero(np.abs(deltas - delta) >= abs(delta) - 1e-12))

@@ -21,9 +21,10 @@ so every prefix has equal counts per level, and labels go round-robin within eac
 
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from evalsuite.data.generators import deduction, knights_knaves, propositional, syllogisms
 
@@ -47,27 +48,37 @@ GENERATORS: dict[str, Generator] = {
 MAX_ATTEMPTS = 1000
 
 
-def generate(name: str, *, n: int, seed: int | str, split: str, levels: Sequence[int] | None = None) -> list[dict]:
-    """``n`` items of generator ``name``; raises ``KeyError``/``ValueError`` on an unknown name or level."""
+def items(name: str, *, n: int, seed: int | str, split: str, levels: Sequence[int] | None = None) -> Iterator[dict]:
+    """The ``n`` items of generator ``name``, made one at a time (only the keys of earlier items are kept, to
+    skip repeats); raises ``KeyError``/``ValueError`` on an unknown name or level before making any."""
     generator = GENERATORS[name]
     levels = tuple(levels) if levels is not None else generator.levels
     bad = [level for level in levels if level not in generator.levels]
     if bad or not levels:
         raise ValueError(f"levels {list(levels)}: generator {name!r} supports levels {list(generator.levels)}")
-    docs: list[dict] = []
-    seen: set[str] = set()
+    return _items(name, generator, n, seed, split, levels)
+
+
+def _items(name: str, generator: Generator, n: int, seed: int | str, split: str,
+           levels: tuple[int, ...]) -> Iterator[dict]:
+    seen: set[bytes] = set()  # digests of the items' keys: a few dozen bytes per item, whatever its size
     for index in range(n):
         level = levels[index % len(levels)]
         slot = index // len(levels)
         for attempt in range(MAX_ATTEMPTS):
             doc = generator.make(random.Random(f"{seed}:{split}:{index}:{attempt}"), level, slot)
-            if generator.key(doc) not in seen:
+            digest = hashlib.blake2b(generator.key(doc).encode(), digest_size=16).digest()
+            if digest not in seen:
                 break
         else:  # pragma: no cover - only a tiny item space could get here
             raise ValueError(f"generator {name!r} found no new item at level {level} after {MAX_ATTEMPTS} draws")
-        seen.add(generator.key(doc))
-        docs.append({"id": f"{name}-{split}-{seed}-{index}", "difficulty": level, **doc})
-    return docs
+        seen.add(digest)
+        yield {"id": f"{name}-{split}-{seed}-{index}", "difficulty": level, **doc}
 
 
-__all__ = ["GENERATORS", "Generator", "generate"]
+def generate(name: str, *, n: int, seed: int | str, split: str, levels: Sequence[int] | None = None) -> list[dict]:
+    """``n`` items of generator ``name`` as a list (see :func:`items`)."""
+    return list(items(name, n=n, seed=seed, split=split, levels=levels))
+
+
+__all__ = ["GENERATORS", "Generator", "generate", "items"]
