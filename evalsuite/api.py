@@ -371,6 +371,8 @@ def _evaluate_one(runner: Engine, task: TaskSpec, prompt: PromptSpec, split_of, 
             for (_, doc), sample in zip(chunk, samples):
                 # A content key: runs pair per document even when their split order or limit differ.
                 sample["doc_hash"] = _sha256(json.dumps(doc, sort_keys=True, default=str))[:16]
+                if type(doc.get("difficulty")) is int:  # the report plots accuracy per level from samples
+                    sample["difficulty"] = doc["difficulty"]
             if task.graded:
                 _add_scores(instances, samples)
             writer.write_samples(samples)

@@ -4,6 +4,7 @@ independent solvers (brute force over models, truth tables, assignments), not th
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import subprocess
 import sys
@@ -377,6 +378,8 @@ def test_run_reports_accuracy_by_difficulty_and_the_data_seed(tmp_path):
         assert row["low"] <= row["accuracy"] <= row["high"]
     assert ev["metrics"]["accuracy"]["value"] == pytest.approx(sum(correct) / 40)
     assert "unparseable_rate" not in ev["metrics"]  # only generation prompts add it
+    samples = [json.loads(line) for line in (run.path / "samples.jsonl").read_text().splitlines()]
+    assert [s["difficulty"] for s in samples] == [d["difficulty"] for d in docs]  # read by the report's plot
 
 
 def test_data_seed_replaces_the_task_seed(catalog):
