@@ -630,15 +630,18 @@ def _progress_bar(total: int, name: str, enabled: bool):
 
 def show_prompts(
     catalog: dict[str, TaskSpec], name: str, prompt: str = "all", shots: int = 0, doc: int = 0,
-    seed: int = 0, data_dir: str | Path | None = None,
+    seed: int = 0, data_dir: str | Path | None = None, data_seed: int | None = None,
 ) -> list[tuple[str, str]]:
-    """The rendered prompt of each variant for one document: context, then the scored answers."""
+    """The rendered prompt of each variant for one document: context, then the scored answers
+    (``data_seed``: as in :func:`evaluate`, a generated task's fresh test set)."""
     task = select_tasks(catalog, name)[0]
     data_dir = Path(data_dir) if data_dir else default_data_dir()
     cache: dict[tuple[str, str], Split] = {}
 
     def split_of(t: TaskSpec, split: str) -> Split:
-        return cache.setdefault((t.name, split), load_split(t, split, data_dir))
+        if (t.name, split) not in cache:
+            cache[t.name, split] = load_split(t, split, data_dir, data_seed)
+        return cache[t.name, split]
 
     shown = []
     for variant in _variants(task, None if prompt == "default" else prompt):

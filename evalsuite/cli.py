@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--shots", type=int, default=0)
     show.add_argument("--doc", type=int, default=0, help="document index in the evaluated split")
     show.add_argument("--seed", type=int, default=0)
+    show.add_argument("--data-seed", type=int, default=None, help="a generated task's items from this seed instead")
     _task_dirs(show)
     _data_dir(show)
 
@@ -226,7 +227,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     from evalsuite.api import load_tasks, show_prompts
 
     tasks = load_tasks(args.task_dir, args.prompt_dir)
-    for name, text in show_prompts(tasks, args.task, args.prompt, args.shots, args.doc, args.seed, args.data_dir):
+    for name, text in show_prompts(tasks, args.task, args.prompt, args.shots, args.doc, args.seed, args.data_dir,
+                                   args.data_seed):
         print(f"===== {args.task} / {name} ({args.shots}-shot, document {args.doc}) =====")
         print(text)
         print()

@@ -449,3 +449,15 @@ def test_generated_spec_errors(tmp_path, source, message):
     with pytest.raises(SpecError, match=re.escape(message)):
         load_task(_task_file(tmp_path, source), [tmp_path / "prompts"])
 
+
+
+def test_show_renders_the_items_of_a_data_seed(catalog, capsys):
+    from evalsuite import cli
+
+    def shown(data_seed: int) -> str:
+        assert cli.main(["show", "gen_syllogisms", "--prompt", "plain", "--data-seed", str(data_seed)]) == 0
+        return capsys.readouterr().out
+
+    first = next(iter(load_split(catalog["gen_syllogisms"], "test", data_seed=5).docs))
+    assert shown(5) == shown(5) != shown(6)
+    assert first["premises"][0] in shown(5)
