@@ -74,8 +74,10 @@ def main() -> int:
 
         torch.set_num_threads(args.threads)
 
+    # No request cache: the cache shares greedy answers across engines, so the second engine would only
+    # read the first one's answers back.
     common = dict(mode="fine-tuned", adapter=args.adapter, limit=args.limit, data_dir=args.data_dir,
-                  output=args.output, progress=False)
+                  output=args.output, progress=False, cache=False)
     hf_run = evaluate(args.model, args.tasks, engine="hf", **common)
     hf = read_samples(hf_run.path)
     if args.vllm_reference == "engine":
