@@ -98,12 +98,14 @@ class RunWriter:
         self._samples.flush()
 
     def finish(self, record: dict[str, Any]) -> Path:
-        """Close the samples, write ``results.json`` and publish the folder under its final name."""
+        """Write ``results.json``, publish the folder under its final name, then close the samples."""
         self._samples.flush()
         os.fsync(self._samples.fileno())
-        self._samples.close()
         atomic_write_text(self.partial / "results.json", json.dumps(record, indent=2, ensure_ascii=False) + "\n")
         os.replace(self.partial, self.final)
+        # Closed only now: until the rename, its lock tells another run finishing at the same moment that
+        # this .partial folder is alive, not a killed run's to delete.
+        self._samples.close()
         self._remove_stale_partials()
         return self.final
 
