@@ -101,12 +101,13 @@ def test_the_saved_checkpoint_is_the_best_epoch(tiny_encoder, tmp_path, data_dir
     assert recomputed != pytest.approx(losses[-1], abs=1e-5)
 
 
-def test_early_stopping_stops_after_patience_epochs(tiny_encoder, tmp_path, data_dir):
+def test_early_stopping_stops_after_patience_epochs(tiny_encoder, tmp_path, data_dir, caplog):
     # With a zero learning rate nothing improves, so training must stop after `patience` epochs.
     out = finetune("rte", str(tiny_encoder), output=tmp_path / "ck", data_dir=data_dir, progress=False,
                    config=TrainConfig(epochs=10, patience=2, learning_rate=0.0, **FAST))
     info = card(out)
     assert info["stopped_early"] and info["epochs_run"] == 2 and info["best_epoch"] == 0
+    assert "untrained weights are kept" in caplog.text and "--monitor accuracy" in caplog.text
     assert info["steps"] == 2 * 4  # 64 documents in batches of 16, two epochs
 
 

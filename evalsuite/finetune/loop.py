@@ -8,6 +8,7 @@ and the same seed gives the same batches, the same dropout masks and the same we
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import random
 import time
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 from evalsuite.finetune.config import TrainConfig
+
+log = logging.getLogger(__name__)
 
 # How many batches' worth of shuffled examples are sorted by length together.
 _BUCKET_BATCHES = 50
@@ -167,6 +170,12 @@ def train(
         named = dict(model.named_parameters())
         for name, value in best_state.items():
             named[name].copy_(value)
+    if best.epoch == 0 and len(curve) > 1:
+        log.warning(
+            "no training epoch improved the validation %s of the untrained model, so the untrained weights are kept "
+            "(for a classifier, a random head); try --monitor accuracy, another learning rate or more data",
+            config.monitor,
+        )
     stopped = len(curve) - 1 < config.epochs
     return TrainResult(curve, best.epoch, stopped, steps, round(time.perf_counter() - started, 3))
 
