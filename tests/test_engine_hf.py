@@ -6,8 +6,11 @@ import random
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from evalsuite.engines import GenerationRequest, LoglikelihoodRequest, encode_choices, encode_context, load_engine
+from evalsuite.engines.hf import length_sorted_batches
 from evalsuite.errors import EngineError
 from tiny_models import tiny_llama
 
@@ -69,6 +72,37 @@ def test_scores_do_not_depend_on_batch_size_or_batch_mates(engine):
             assert a == pytest.approx(b, abs=1e-5)
     assert alone == pytest.approx(with_others, abs=1e-5)
     assert alone == pytest.approx(results[1][5], abs=1e-5)
+
+
+def test_one_long_row_is_batched_alone_instead_of_padding_short_ones():
+    assert length_sorted_batches([20, 20, 200, 20, 20, 20, 20, 20], 8, 8192, 16) == [[2], [0, 1, 3, 4, 5, 6, 7]]
+    equal = length_sorted_batches([50] * 10, 4, 8192, 16)  # no padding to save: as few passes as possible
+    assert len(equal) == 3 and sorted(sum(equal, [])) == list(range(10))
+    assert length_sorted_batches([300, 300, 300], 8, 700, 16) == [[0, 1], [2]]  # the token budget holds
+
+
+def padded_cost(lengths, batches, pass_cost):
+    return sum(max(lengths[i] for i in batch) * len(batch) + pass_cost for batch in batches)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(1, 300), min_size=1, max_size=9), st.integers(1, 5), st.integers(1, 1200),
+       st.integers(0, 64))
+def test_batches_are_the_cheapest_valid_cut_of_the_sorted_rows(lengths, max_rows, budget, pass_cost):
+    batches = length_sorted_batches(lengths, max_rows, budget, pass_cost)
+    assert sorted(i for batch in batches for i in batch) == list(range(len(lengths)))
+    for batch in batches:
+        assert len(batch) <= max_rows
+        assert len(batch) == 1 or max(lengths[i] for i in batch) * len(batch) <= budget
+    # Brute force over every cut of the longest-first order.
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    cheapest = float("inf")
+    for mask in range(1 << (len(order) - 1)):
+        cuts = [0] + [k + 1 for k in range(len(order) - 1) if mask >> k & 1] + [len(order)]
+        parts = [order[a:b] for a, b in zip(cuts, cuts[1:])]
+        if all(len(p) <= max_rows and (len(p) == 1 or lengths[p[0]] * len(p) <= budget) for p in parts):
+            cheapest = min(cheapest, padded_cost(lengths, parts, pass_cost))
+    assert padded_cost(lengths, batches, pass_cost) == cheapest
 
 
 def test_packing_on_and_off_agree(engine):

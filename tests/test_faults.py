@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from evalsuite.engines import GenerationRequest, load_engine
+from evalsuite.engines import GenerationRequest, LoglikelihoodRequest, load_engine
 from evalsuite.errors import EngineError
 from test_engine_hf import logprobs, random_requests
 from tiny_models import tiny_llama
@@ -43,7 +43,10 @@ class MemoryLimit:
 
 
 def test_out_of_memory_halves_the_batch_and_keeps_the_scores(engine):
-    requests = random_requests(4, 30)
+    rng = random.Random(4)  # rows of one length, so batches are full: 8, 8, 8, 6
+    requests = [LoglikelihoodRequest(tuple(rng.randrange(256) for _ in range(30)),
+                                     tuple(tuple(rng.randrange(256) for _ in range(4)) for _ in range(2)))
+                for _ in range(30)]
     engine.batch_size = 1
     alone = logprobs(engine, requests)
     engine.batch_size = 8
