@@ -4,12 +4,14 @@ Both tools score the same model (SmolLM2-135M-Instruct), the same documents and 
 evalsuite renders every prompt (few-shot examples fixed per task), and lm-eval reads them from a JSONL
 dataset through a generated task whose `doc_to_text` is the rendered context and whose choices are the
 rendered continuations (target delimiter empty: it is already part of each continuation). The two tools
-alternate, one process per tool and repetition, each loading the model once; the timed part is scoring
-(tokenisation included), never model loading. Printed per task and mode: documents per second of each
-tool, the ratio, accuracies, and the largest per-choice log-likelihood difference.
+alternate, one process per tool and repetition, each loading the model once and warming up on 8 documents;
+the timed part is scoring (tokenisation included), never model loading. Printed per task and mode: documents per second of each
+tool, the ratio, accuracies, and the largest per-choice log-likelihood difference. In a dtype other than
+float32, evalsuite's float32 scores are computed once more, for that dtype's accuracy cost.
 
     python benchmarks/mc_speed.py --limit 100 --repeats 3            # transformers: evalsuite hf vs lm-eval hf
     python benchmarks/mc_speed.py --engine vllm --limit 100          # evalsuite vllm vs lm-eval vllm
+    python benchmarks/mc_speed.py --dtype bfloat16 --skip-lmeval     # bf16: speed and cost against float32
 
 lm-eval==0.4.13 lives in an environment of its own (created on first use in benchmarks/.venv-lmeval, or
 given with --lmeval-python).
@@ -72,6 +74,7 @@ started = time.perf_counter()
 engine = load_engine(spec["engine"], spec["model"], dtype=spec["dtype"], batch_size=spec["batch_size"], **spec["engine_args"])
 load_s = time.perf_counter() - started
 out = {"load_s": load_s, "cases": {}}
+engine.loglikelihood([encode_choices(engine.tokenizer, d["context"], d["choices"]) for d in spec["cases"][0]["docs"][:8]])
 for case in spec["cases"]:
     stats_before = dict(getattr(engine, "stats", {}))
     t0 = time.perf_counter()
@@ -106,6 +109,7 @@ else:
 load_s = time.perf_counter() - started
 manager = TaskManager(include_path=spec["task_dir"])
 out = {"load_s": load_s, "cases": {}}
+simple_evaluate(model=lm, tasks=[spec["cases"][0]["case"]], task_manager=manager, limit=8, bootstrap_iters=0, num_fewshot=0)
 for case in spec["cases"]:
     t0 = time.perf_counter()
     result = simple_evaluate(model=lm, tasks=[case["case"]], task_manager=manager, log_samples=True,
@@ -200,6 +204,10 @@ def main() -> None:
         for tool, (python, source) in tools.items():  # alternate the tools
             print(f"repetition {rep + 1}/{args.repeats}: {tool} ...", file=sys.stderr, flush=True)
             runs[tool].append(run_worker(python, source, spec, workdir, env))
+    fp32 = None  # in another dtype, evalsuite's float32 scores once more: that dtype's accuracy cost
+    if args.dtype != "float32":
+        print("reference: evalsuite in float32 ...", file=sys.stderr, flush=True)
+        fp32 = run_worker(sys.executable, EVALSUITE_WORKER, {**spec, "dtype": "float32"}, workdir, env)
 
     import torch
 
@@ -218,6 +226,13 @@ def main() -> None:
             row[tool] = {"docs_per_s": n / seconds, "seconds": seconds, "accuracy": sum(p == g for p, g in zip(preds, gold)) / n,
                          "tokens_computed": tokens, "flops_per_s": 2 * n_params * tokens / seconds if tokens else None,
                          "preds": preds, "logprobs": logprobs, "load_s": statistics.median(r["load_s"] for r in runs[tool])}
+        if fp32 is not None:
+            reference = fp32["cases"][name]["logprobs"]
+            preds = [max(range(len(lp)), key=lp.__getitem__) for lp in reference]
+            row["float32"] = {"accuracy": sum(p == g for p, g in zip(preds, gold)) / n,
+                              "same_preds": sum(p == q for p, q in zip(preds, row["evalsuite"]["preds"])),
+                              "max_abs_logprob_diff": max(abs(x - y) for la, lb in zip(reference, row["evalsuite"]["logprobs"])
+                                                          for x, y in zip(la, lb))}
         if "lm-eval" in tools:
             a, b = row["evalsuite"], row["lm-eval"]
             row["speedup"] = a["docs_per_s"] / b["docs_per_s"]
@@ -230,7 +245,9 @@ def main() -> None:
           f"{os.cpu_count()} CPU threads; measured {args.dtype} matmul rate {peak / 1e9:.1f} GFLOP/s\n")
     header = "| task | shots | n | evalsuite docs/s | acc |"
     if "lm-eval" in tools:
-        header += " lm-eval docs/s | acc | speedup | max |Δ logprob| | same preds |"
+        header += " lm-eval docs/s | acc | speedup | max abs Δ logprob | same preds |"
+    if fp32 is not None:
+        header += " float32 acc | same preds as float32 | max abs Δ logprob vs float32 |"
     header += " evalsuite GFLOP/s (% of matmul) |"
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
@@ -241,6 +258,9 @@ def main() -> None:
             b = row["lm-eval"]
             line += (f" {b['docs_per_s']:.2f} | {b['accuracy']:.3f} | {row['speedup']:.2f}× |"
                      f" {row['max_abs_logprob_diff']:.1e} | {'yes' if row['identical_predictions'] else 'NO'} |")
+        if fp32 is not None:
+            f = row["float32"]
+            line += f" {f['accuracy']:.3f} | {f['same_preds']}/{row['n']} | {f['max_abs_logprob_diff']:.1e} |"
         flops = a["flops_per_s"]
         line += f" {flops / 1e9:.1f} ({100 * flops / peak:.0f}%) |" if flops else " — |"
         print(line)
