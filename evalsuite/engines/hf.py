@@ -310,9 +310,9 @@ class HFEngine:
         ]
 
 
-# What one forward pass costs beyond its tokens, in tokens: on a CPU, measured with SmolLM2 (fewer, fuller
-# batches stop paying off past about 16 padded tokens per pass saved); a GPU computes thousands of tokens in
-# about the time of one, so there only large savings of padding justify another pass.
+# What one forward pass costs beyond its tokens, in tokens. On a CPU (measured with SmolLM2) another pass
+# pays off once it saves about 16 padded tokens; a GPU computes thousands of tokens in about the time of one,
+# so there only a large saving of padding justifies another pass.
 PASS_COST_TOKENS = {"cpu": 16, "cuda": 1024}
 
 
