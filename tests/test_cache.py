@@ -273,7 +273,9 @@ def test_a_run_killed_again_and_again_resumes_to_the_same_results(tmp_path, data
     for round_ in range(len(interruptions) + 1):
         before = stored_keys(db)
         with open(tmp_path / "stderr.txt", "w") as stderr:
-            process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+            # As a terminal's foreground job: a suite started in the background (`&`) passes SIGINT on ignored.
+            process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr,
+                                       preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
             if round_ < len(interruptions):
                 # A random point in the first half of the rest of the run, at least MARGIN answers before its end.
                 target = len(before) + rng.randint(1, max(1, (len(everything) - len(before) - MARGIN) // 2))
@@ -289,7 +291,7 @@ def test_a_run_killed_again_and_again_resumes_to_the_same_results(tmp_path, data
             missing = [k for k in keys[name] if k not in before]
             assert (int(asked), int(hits), int(to_compute)) == (LIMIT, LIMIT - len(missing), len(set(missing))), log
         if round_ < len(interruptions):
-            assert len(before) < len(after) < len(everything), f"round {round_} was not stopped mid-run"
+            assert len(before) < len(after) < len(everything), f"round {round_} was not stopped mid-run (exit {code}):\n{log}"
             if interruptions[round_] == signal.SIGINT:
                 assert code == 130 and "rerun the same command to resume" in log and str(db) in log, log
             else:
