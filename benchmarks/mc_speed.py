@@ -4,10 +4,11 @@ Both tools score the same model (SmolLM2-135M-Instruct), the same documents and 
 evalsuite renders every prompt (few-shot examples fixed per task), and lm-eval reads them from a JSONL
 dataset through a generated task whose `doc_to_text` is the rendered context and whose choices are the
 rendered continuations (target delimiter empty: it is already part of each continuation). The two tools
-alternate, one process per tool and repetition, each loading the model once and warming up on 8 documents;
-the timed part is scoring (tokenisation included), never model loading. Printed per task and mode: documents per second of each
-tool, the ratio, accuracies, and the largest per-choice log-likelihood difference. In a dtype other than
-float32, evalsuite's float32 scores are computed once more, for that dtype's accuracy cost.
+alternate, one process per tool and repetition, each loading the model once and warming up on 8
+documents; the timed part is scoring (tokenisation included), never model loading. Printed per task and
+mode: documents per second of each tool, the ratio, accuracies, and the largest per-choice log-likelihood
+difference. In a dtype other than float32, evalsuite's float32 scores are computed once more, for that
+dtype's accuracy cost.
 
     python benchmarks/mc_speed.py --limit 100 --repeats 3            # transformers: evalsuite hf vs lm-eval hf
     python benchmarks/mc_speed.py --engine vllm --limit 100          # evalsuite vllm vs lm-eval vllm
@@ -156,6 +157,14 @@ def lmeval_python(given: str | None, engine: str) -> str:
     return python
 
 
+def predictions(logprobs: list[list[float]]) -> list[int]:
+    return [max(range(len(lp)), key=lp.__getitem__) for lp in logprobs]
+
+
+def max_abs_diff(a: list[list[float]], b: list[list[float]]) -> float:
+    return max(abs(x - y) for la, lb in zip(a, b) for x, y in zip(la, lb))
+
+
 def matmul_rate(dtype_name: str, size: int = 2048, repeats: int = 10) -> float:
     import torch
 
@@ -221,22 +230,21 @@ def main() -> None:
         for tool in tools:
             seconds = statistics.median(r["cases"][name]["seconds"] for r in runs[tool])
             logprobs = runs[tool][0]["cases"][name]["logprobs"]
-            preds = [max(range(len(lp)), key=lp.__getitem__) for lp in logprobs]
+            preds = predictions(logprobs)
             tokens = runs[tool][0]["cases"][name]["tokens_computed"]
             row[tool] = {"docs_per_s": n / seconds, "seconds": seconds, "accuracy": sum(p == g for p, g in zip(preds, gold)) / n,
                          "tokens_computed": tokens, "flops_per_s": 2 * n_params * tokens / seconds if tokens else None,
                          "preds": preds, "logprobs": logprobs, "load_s": statistics.median(r["load_s"] for r in runs[tool])}
         if fp32 is not None:
             reference = fp32["cases"][name]["logprobs"]
-            preds = [max(range(len(lp)), key=lp.__getitem__) for lp in reference]
+            preds = predictions(reference)
             row["float32"] = {"accuracy": sum(p == g for p, g in zip(preds, gold)) / n,
                               "same_preds": sum(p == q for p, q in zip(preds, row["evalsuite"]["preds"])),
-                              "max_abs_logprob_diff": max(abs(x - y) for la, lb in zip(reference, row["evalsuite"]["logprobs"])
-                                                          for x, y in zip(la, lb))}
+                              "max_abs_logprob_diff": max_abs_diff(reference, row["evalsuite"]["logprobs"])}
         if "lm-eval" in tools:
             a, b = row["evalsuite"], row["lm-eval"]
             row["speedup"] = a["docs_per_s"] / b["docs_per_s"]
-            row["max_abs_logprob_diff"] = max(abs(x - y) for la, lb in zip(a["logprobs"], b["logprobs"]) for x, y in zip(la, lb))
+            row["max_abs_logprob_diff"] = max_abs_diff(a["logprobs"], b["logprobs"])
             row["identical_predictions"] = a["preds"] == b["preds"]
         rows.append(row)
 
