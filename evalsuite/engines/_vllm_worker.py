@@ -109,15 +109,17 @@ class _Runner:
         Two ways to read log-probabilities, both on the given token ids:
 
         - next-token requests: one request per distinct prefix (context plus the first tokens of a
-          continuation) reads the log-probabilities of the tokens that follow it (``logprob_token_ids``).
-          When every continuation is one token that is a single request per item, and the prefix cache
-          applies. It is also the way with a LoRA adapter, because vLLM applies adapters to prompt
-          log-probabilities wrongly (vllm-project/vllm issues 16668, 51594).
-        - prompt log-probabilities: one request per continuation (``prompt_logprobs``). These may take the
-          shared context from the prefix cache too, since only positions after it are needed: when the
-          context fills a cache block, the first continuation goes first and the others follow once it is
-          done. vLLM reports how many tokens came from the cache; a request whose cache hit reaches a
-          position we need is recomputed without the cache.
+          continuation) reads the log-probabilities of the tokens that follow it (``logprob_token_ids``). All
+          one-token continuations of an item are read this way, by a single request on the context. With a
+          LoRA adapter every continuation is, because vLLM applies adapters to prompt log-probabilities
+          wrongly (vllm-project/vllm issues 16668, 51594).
+        - prompt log-probabilities: one request per longer continuation (``prompt_logprobs``). These may take
+          the shared context from the prefix cache too, since only positions after it are needed: when the
+          context and the continuations' common first tokens fill a cache block, the first continuation goes
+          first and the others follow once it is done. vLLM reports how many prompt tokens came from the
+          cache; the log-probabilities of those positions are taken from an earlier continuation of the same
+          item with the same tokens up to them, and a request whose cache hit covers a position no such
+          continuation has is recomputed without the cache.
         """
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
@@ -128,44 +130,54 @@ class _Runner:
         conts = {index: continuations for index, _, continuations in items}
         contexts = {index: context for index, context, _ in items}
         scores = {index: [None] * len(continuations) for index, _, continuations in items}
-        next_tokens: dict[int, dict[tuple, Any]] = {}  # item -> prefix -> (logprobs, chosen) once answered
-        waiting: set[int] = set()  # items whose other continuations wait for the first one
+        next_tokens: dict[int, tuple] = {}  # item -> (its continuations read so, {prefix: (logprobs, chosen)})
+        known: dict[int, dict[tuple, tuple]] = {}  # item -> tokens up to a position -> (logprob, is top token)
+        followers: dict[int, list[int]] = {}  # item -> continuations waiting for its first prompt request
         jobs: dict[str, tuple] = {}  # request id -> (item, prefix) or (item, continuation, context length, read cache)
 
         def submit(prompt: list[int], params: Any, job: tuple) -> None:
             stats["requests"] += 1
             jobs[self._add(TokensPrompt(prompt_token_ids=prompt), params)] = job
 
-        def context_for(index: int, cont: tuple) -> tuple:
-            return contexts[index][-(self.max_len - 1 - len(cont)) :]
+        def prompt_of(index: int, k: int) -> list[int]:
+            cont = conts[index][k]
+            return [*contexts[index][-(self.max_len - 1 - len(cont)) :], *cont]
 
-        def read_next_tokens(index: int) -> None:
+        def read_next_tokens(index: int, ks: list[int]) -> None:
             wanted: dict[tuple, set[int]] = {}
-            for cont in conts[index]:
-                context = context_for(index, cont)
-                for j, token in enumerate(cont):
-                    wanted.setdefault((*context, *cont[:j]), set()).add(token)
-            next_tokens[index] = dict.fromkeys(wanted)
+            for k in ks:
+                prompt, n = prompt_of(index, k), len(conts[index][k])
+                for i in range(len(prompt) - n, len(prompt)):
+                    wanted.setdefault(tuple(prompt[:i]), set()).add(prompt[i])
+            next_tokens[index] = (ks, dict.fromkeys(wanted))
             for prefix, tokens in wanted.items():
                 params = SamplingParams(max_tokens=1, temperature=0.0, detokenize=False, output_kind=final,
                                         logprob_token_ids=sorted(tokens))
                 submit(list(prefix), params, (index, prefix))
 
         def read_prompt(index: int, k: int, read_cache: bool = True) -> None:
-            context, cont = context_for(index, conts[index][k]), conts[index][k]
             params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False,
                                     output_kind=final, skip_reading_prefix_cache=not read_cache)
-            submit([*context, *cont], params, (index, k, len(context), read_cache))
+            prompt = prompt_of(index, k)
+            submit(prompt, params, (index, k, len(prompt) - len(conts[index][k]), read_cache))
 
         for index, context, continuations in items:
-            if self.lora is not None or all(len(c) == 1 for c in continuations):
-                read_next_tokens(index)
-            elif self.prefix_caching and len(continuations) > 1 and len(context) >= self.block_size:
-                waiting.add(index)
-                read_prompt(index, 0)
-            else:
-                for k in range(len(continuations)):
-                    read_prompt(index, k)
+            ks = range(len(continuations))
+            by_prompt = [] if self.lora is not None else [k for k in ks if len(continuations[k]) > 1]
+            by_next_token = [k for k in ks if k not in by_prompt]
+            if by_next_token:
+                read_next_tokens(index, by_next_token)
+            if not by_prompt:
+                continue
+            known[index] = {}
+            first, *others = by_prompt
+            shared = min((len(os.path.commonprefix([prompt_of(index, first), prompt_of(index, k)])) for k in others),
+                         default=0)
+            if self.prefix_caching and shared >= self.block_size:
+                followers[index] = others
+                others = []
+            for k in (first, *others):
+                read_prompt(index, k)
 
         def finished(output: Any) -> None:
             job = jobs.pop(output.request_id)
@@ -173,35 +185,38 @@ class _Runner:
             stats["cached_tokens"] += cached
             if len(job) == 2:  # next-token request
                 sample = output.outputs[0]
-                next_tokens[index][job[1]] = (sample.logprobs[0], sample.token_ids[0])
-                if any(v is None for v in next_tokens[index].values()):
+                ks, answered = next_tokens[index]
+                answered[job[1]] = (sample.logprobs[0], sample.token_ids[0])
+                if any(v is None for v in answered.values()):
                     return
-                answered = next_tokens.pop(index)
-                for k, cont in enumerate(conts[index]):
-                    context = context_for(index, cont)
-                    steps = [answered[(*context, *cont[:j])] for j in range(len(cont))]
+                del next_tokens[index]
+                for k in ks:
+                    prompt, n = prompt_of(index, k), len(conts[index][k])
+                    steps = [(answered[tuple(prompt[:i])], prompt[i]) for i in range(len(prompt) - n, len(prompt))]
                     scores[index][k] = (
-                        sum(logprobs[token].logprob for (logprobs, _), token in zip(steps, cont)),
-                        all(chosen == token for (_, chosen), token in zip(steps, cont)),
-                        len(cont),
+                        sum(logprobs[token].logprob for (logprobs, _), token in steps),
+                        all(chosen == token for (_, chosen), token in steps),
+                        n,
                     )
             else:
                 _, k, n_ctx, read_cache = job
-                if cached > n_ctx - 1:  # the cache covered a position whose log-probability we need
+                ids, rows = output.prompt_token_ids, output.prompt_logprobs
+                # Position i's log-probability is computed at position i - 1: this request computed those
+                # after the cached ones.
+                for i in range(max(n_ctx, cached + 1), len(ids)):
+                    known[index][tuple(ids[: i + 1])] = (rows[i][ids[i]].logprob, rows[i][ids[i]].rank == 1)
+                entries = [known[index].get(tuple(ids[: i + 1])) for i in range(n_ctx, len(ids))]
+                if None in entries:
                     if not read_cache:
                         raise RuntimeError(f"vLLM served request {index} from its prefix cache against our wish")
                     stats["recomputed"] += 1
                     read_prompt(index, k, read_cache=False)
                     return
-                ids, rows = output.prompt_token_ids, output.prompt_logprobs
-                entries = [rows[i][ids[i]] for i in range(n_ctx, len(ids))]
-                scores[index][k] = (sum(e.logprob for e in entries), all(e.rank == 1 for e in entries), len(entries))
-                if index in waiting:
-                    waiting.discard(index)
-                    for other in range(1, len(conts[index])):
-                        read_prompt(index, other)
-                    return
+                scores[index][k] = (sum(e[0] for e in entries), all(e[1] for e in entries), len(entries))
+                for other in followers.pop(index, ()):
+                    read_prompt(index, other)
             if all(s is not None for s in scores[index]):
+                known.pop(index, None)
                 answer(index, tuple(scores.pop(index)))
 
         self._drain(finished)

@@ -36,6 +36,9 @@ from evalsuite.errors import EngineError
 
 # vLLM's default memory fraction is of RAM on CPU and rarely fits beside other processes: a fixed KV cache does.
 CPU_KV_CACHE_BYTES = 1 << 30
+# The prefix cache shares whole blocks only. vLLM's CPU default of 128 tokens leaves most few-shot prefixes
+# unshared; 32 is the smallest block its CPU attention supports.
+CPU_BLOCK_SIZE = 32
 _LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the ranks vLLM can be configured for
 
 
@@ -98,6 +101,7 @@ class VLLMEngine:
             llm_args["enforce_eager"] = True  # compiling for CPU costs minutes at start-up for little gain here
             if gpu_memory_utilization is None and "kv_cache_memory_bytes" not in vllm_args:
                 llm_args["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
+            llm_args["block_size"] = CPU_BLOCK_SIZE
         if self.adapter:
             llm_args.update(enable_lora=True, max_lora_rank=_lora_rank(self.adapter))
         llm_args.update(vllm_args)
