@@ -273,11 +273,12 @@ def main() -> None:
         line += f" {flops / 1e9:.1f} ({100 * flops / peak:.0f}%) |" if flops else " — |"
         print(line)
     if "lm-eval" in tools:
-        for k in sorted({row["shots"] for row in rows}):
-            mine = [row for row in rows if row["shots"] == k]
+        shots = sorted({row["shots"] for row in rows})
+        for label, mine in [*((f"{k}-shot", [row for row in rows if row["shots"] == k]) for k in shots),
+                            *([("all shots", rows)] if len(shots) > 1 else [])]:
             n = sum(row["n"] for row in mine)
             rates = [n / sum(row[tool]["seconds"] for row in mine) for tool in ("evalsuite", "lm-eval")]
-            print(f"all tasks, {k}-shot: {n} documents, evalsuite {rates[0]:.2f} docs/s, lm-eval {rates[1]:.2f} docs/s, "
+            print(f"all tasks, {label}: {n} documents, evalsuite {rates[0]:.2f} docs/s, lm-eval {rates[1]:.2f} docs/s, "
                   f"speedup {rates[0] / rates[1]:.2f}×")
     if args.json:
         for row in rows:

@@ -119,12 +119,15 @@ class _Runner:
           first and the others follow once it is done. vLLM reports how many prompt tokens came from the
           cache; the log-probabilities of those positions are taken from an earlier continuation of the same
           item with the same tokens up to them, and a request whose cache hit covers a position no such
-          continuation has is recomputed without the cache.
+          continuation has is recomputed without the cache. Each call starts with an empty prefix cache: blocks
+          left by earlier calls could cover a continuation that no request of this call computes.
         """
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind
 
+        if self.prefix_caching:
+            self.engine.reset_prefix_cache()
         final = RequestOutputKind.FINAL_ONLY
         stats = {"requests": 0, "cached_tokens": 0, "recomputed": 0}
         conts = {index: continuations for index, _, continuations in items}
