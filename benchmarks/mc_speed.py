@@ -253,7 +253,7 @@ def main() -> None:
           f"{os.cpu_count()} CPU threads; measured {args.dtype} matmul rate {peak / 1e9:.1f} GFLOP/s\n")
     header = "| task | shots | n | evalsuite docs/s | acc |"
     if "lm-eval" in tools:
-        header += " lm-eval docs/s | acc | speedup | max abs Δ logprob | same preds |"
+        header += " lm-eval docs/s | acc | speedup | max abs Δ logprob | same preds | tokens computed, lm-eval ÷ evalsuite |"
     if fp32 is not None:
         header += " float32 acc | same preds as float32 | max abs Δ logprob vs float32 |"
     header += " evalsuite GFLOP/s (% of matmul) |"
@@ -265,7 +265,8 @@ def main() -> None:
         if "lm-eval" in tools:
             b = row["lm-eval"]
             line += (f" {b['docs_per_s']:.2f} | {b['accuracy']:.3f} | {row['speedup']:.2f}× |"
-                     f" {row['max_abs_logprob_diff']:.1e} | {'yes' if row['identical_predictions'] else 'NO'} |")
+                     f" {row['max_abs_logprob_diff']:.1e} | {'yes' if row['identical_predictions'] else 'NO'} |"
+                     + (f" {b['tokens_computed'] / a['tokens_computed']:.2f}× |" if a["tokens_computed"] else " — |"))
         if fp32 is not None:
             f = row["float32"]
             line += f" {f['accuracy']:.3f} | {f['same_preds']}/{row['n']} | {f['max_abs_logprob_diff']:.1e} |"

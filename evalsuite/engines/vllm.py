@@ -118,7 +118,8 @@ class VLLMEngine:
             raise
         self.info = infos[0]
         self.max_model_len = int(self.info["max_model_len"])
-        # Totals over all calls: vLLM requests, prompt tokens served from the prefix cache, recomputed requests.
+        # Totals over all calls: vLLM requests, prompt tokens served from the prefix cache, tokens run through
+        # the model, recomputed requests.
         self.stats: Counter[str] = Counter()
         self._fingerprint: str | None = None
 
