@@ -133,7 +133,7 @@ class _Runner:
         conts = {index: continuations for index, _, continuations in items}
         contexts = {index: context for index, context, _ in items}
         scores = {index: [None] * len(continuations) for index, _, continuations in items}
-        next_tokens: dict[int, tuple] = {}  # item -> (its continuations read so, {prefix: (logprobs, chosen)})
+        next_tokens: dict[int, tuple] = {}  # item -> (continuations read so, {prefix: (logprobs, chosen)})
         known: dict[int, dict[tuple, tuple]] = {}  # item -> tokens up to a position -> (logprob, is top token)
         followers: dict[int, list[int]] = {}  # item -> continuations waiting for its first prompt request
         jobs: dict[str, tuple] = {}  # request id -> (item, prefix) or (item, continuation, context length, read cache)
@@ -177,10 +177,11 @@ class _Runner:
             shared = min((len(os.path.commonprefix([prompt_of(index, first), prompt_of(index, k)])) for k in others),
                          default=0)
             if self.prefix_caching and shared >= self.block_size:
-                followers[index] = others
-                others = []
-            for k in (first, *others):
-                read_prompt(index, k)
+                followers[index] = others  # sent once the first is done, to find its blocks in the cache
+                read_prompt(index, first)
+            else:
+                for k in by_prompt:
+                    read_prompt(index, k)
 
         def finished(output: Any) -> None:
             job = jobs.pop(output.request_id)
