@@ -161,6 +161,10 @@ def predictions(logprobs: list[list[float]]) -> list[int]:
     return [max(range(len(lp)), key=lp.__getitem__) for lp in logprobs]
 
 
+def accuracy(preds: list[int], gold: list[int]) -> float:
+    return sum(p == g for p, g in zip(preds, gold)) / len(gold)
+
+
 def max_abs_diff(a: list[list[float]], b: list[list[float]]) -> float:
     return max(abs(x - y) for la, lb in zip(a, b) for x, y in zip(la, lb))
 
@@ -232,13 +236,13 @@ def main() -> None:
             logprobs = runs[tool][0]["cases"][name]["logprobs"]
             preds = predictions(logprobs)
             tokens = runs[tool][0]["cases"][name]["tokens_computed"]
-            row[tool] = {"docs_per_s": n / seconds, "seconds": seconds, "accuracy": sum(p == g for p, g in zip(preds, gold)) / n,
+            row[tool] = {"docs_per_s": n / seconds, "seconds": seconds, "accuracy": accuracy(preds, gold),
                          "tokens_computed": tokens, "flops_per_s": 2 * n_params * tokens / seconds if tokens else None,
                          "preds": preds, "logprobs": logprobs, "load_s": statistics.median(r["load_s"] for r in runs[tool])}
         if fp32 is not None:
             reference = fp32["cases"][name]["logprobs"]
             preds = predictions(reference)
-            row["float32"] = {"accuracy": sum(p == g for p, g in zip(preds, gold)) / n,
+            row["float32"] = {"accuracy": accuracy(preds, gold),
                               "same_preds": sum(p == q for p, q in zip(preds, row["evalsuite"]["preds"])),
                               "max_abs_logprob_diff": max_abs_diff(reference, row["evalsuite"]["logprobs"])}
         if "lm-eval" in tools:

@@ -134,7 +134,9 @@ class _Runner:
         contexts = {index: context for index, context, _ in items}
         scores = {index: [None] * len(continuations) for index, _, continuations in items}
         next_tokens: dict[int, tuple] = {}  # item -> (continuations read so, {prefix: (logprobs, chosen)})
-        known: dict[int, dict[tuple, tuple]] = {}  # item -> tokens up to a position -> (logprob, is top token)
+        # item -> (context length, continuation tokens up to a position) -> (logprob, is top token). A context
+        # length names the context exactly: every context of an item is a suffix of the same tokens.
+        known: dict[int, dict[tuple, tuple]] = {}
         followers: dict[int, list[int]] = {}  # item -> continuations waiting for its first prompt request
         jobs: dict[str, tuple] = {}  # request id -> (item, prefix) or (item, continuation, context length, read cache)
 
@@ -209,8 +211,9 @@ class _Runner:
                 # Position i's log-probability is computed at position i - 1: this request computed those
                 # after the cached ones.
                 for i in range(max(n_ctx, cached + 1), len(ids)):
-                    known[index][tuple(ids[: i + 1])] = (rows[i][ids[i]].logprob, rows[i][ids[i]].rank == 1)
-                entries = [known[index].get(tuple(ids[: i + 1])) for i in range(n_ctx, len(ids))]
+                    entry = rows[i][ids[i]]
+                    known[index][(n_ctx, tuple(ids[n_ctx : i + 1]))] = (entry.logprob, entry.rank == 1)
+                entries = [known[index].get((n_ctx, tuple(ids[n_ctx : i + 1]))) for i in range(n_ctx, len(ids))]
                 if None in entries:
                     if not read_cache:
                         raise RuntimeError(f"vLLM served request {index} from its prefix cache against our wish")
