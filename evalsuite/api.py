@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from evalsuite.data import Split, default_data_dir, load_split
-from evalsuite.engines import Engine, GenerationRequest, encode_choices, encode_context, load_engine
+from evalsuite.engines import Classifier, Engine, GenerationRequest, encode_choices, encode_context, load_engine
 from evalsuite.engines.cache import CachedEngine, RequestCache
 from evalsuite.errors import DataError, EvalsuiteError, MetricError, SpecError
 from evalsuite.prompting import FewshotSampler, Instance, PromptRenderer
@@ -219,7 +219,7 @@ def evaluate(
         runner = engine
     engine_load_s = time.perf_counter() - load_started
     cached = None
-    if hasattr(runner, "classify"):  # a classification checkpoint: its head answers, prompts play no part
+    if isinstance(runner, Classifier):  # a classification checkpoint: its head answers, prompts play no part
         _check_classifier(runner, selected, mode)
         plan = [(task, None) for task in selected]
     else:

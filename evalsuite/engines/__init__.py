@@ -7,6 +7,8 @@ import inspect
 from typing import Any
 
 from evalsuite.engines.base import (
+    ClassificationRequest,
+    Classifier,
     ContinuationScore,
     Engine,
     GenerationRequest,
@@ -19,7 +21,7 @@ from evalsuite.errors import EngineError
 ENGINES = ("hf", "vllm", "server")
 
 
-def load_engine(name: str, model: str, **options: Any) -> Engine:
+def load_engine(name: str, model: str, **options: Any) -> Engine | Classifier:
     """Build the named engine for ``model``; options are passed to the engine's constructor.
 
     For ``server``, ``model`` is a comma-separated list of endpoint URLs. An adapter is checked against the
@@ -60,6 +62,8 @@ def _check_options(name: str, engine_class: type, options: dict[str, Any]) -> No
 
 __all__ = [
     "ENGINES",
+    "ClassificationRequest",
+    "Classifier",
     "ContinuationScore",
     "Engine",
     "GenerationRequest",

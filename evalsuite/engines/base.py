@@ -1,4 +1,5 @@
-"""The engine protocol: requests on token ids, answered by ``hf``, ``vllm`` or ``server`` alike.
+"""The engine protocols: requests on token ids, answered by ``hf``, ``vllm`` or ``server`` alike
+(:class:`Engine`), or by a fine-tuned classification head (:class:`Classifier`).
 
 Tokenisation happens once, in the pipeline (:func:`encode_choices`), so every engine sees the same ids.
 """
@@ -6,7 +7,7 @@ Tokenisation happens once, in the pipeline (:func:`encode_choices`), so every en
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 # Called by an engine with (request index, answer) as soon as each request is answered, in any order:
 # callers store answers as they come (the request cache) and advance progress bars.
@@ -39,6 +40,14 @@ class GenerationRequest:
     seed: int = 0
 
 
+@dataclass(frozen=True)
+class ClassificationRequest:
+    """One text or text pair as the encoder sees it: token ids and segment ids, special tokens included."""
+
+    input_ids: tuple[int, ...]
+    token_type_ids: tuple[int, ...] | None = None
+
+
 class Engine(Protocol):
     """What the pipeline needs from an inference engine."""
 
@@ -53,6 +62,25 @@ class Engine(Protocol):
     def describe(self) -> dict[str, Any]:
         """Engine name, model path, weights fingerprint, dtype: everything that can change an answer."""
         ...
+
+
+@runtime_checkable
+class Classifier(Protocol):
+    """What the pipeline needs from a classification head (a fine-tuned encoder): it predicts the labels of a
+    text or text pair itself, so no prompt is rendered and no continuation scored."""
+
+    tokenizer: Any
+    labels: tuple[str, ...]  # the head's outputs, in order
+    max_length: int  # tokens per request, as in training
+    model_path: str
+
+    def classify(
+        self, requests: Sequence[ClassificationRequest], progress: Progress | None = None
+    ) -> list[tuple[float, ...]]:
+        """Natural-log probabilities of each label (in ``labels`` order) for each request."""
+        ...
+
+    def describe(self) -> dict[str, Any]: ...
 
 
 def encode_choices(tokenizer: Any, context: str, continuations: Sequence[str]) -> LoglikelihoodRequest:

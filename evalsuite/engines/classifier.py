@@ -8,23 +8,14 @@ text or text pair, encoded once by :func:`encode_texts`, as in training) with pe
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from evalsuite.engines.base import Progress
+from evalsuite.engines.base import ClassificationRequest, Progress
 from evalsuite.engines.models import describe_model, finetuned_from, fingerprint, resolve_model, training_card
 from evalsuite.errors import EngineError
 
 DTYPES = ("float32", "bfloat16", "float16")
-
-
-@dataclass(frozen=True)
-class ClassificationRequest:
-    """One text or text pair as the encoder sees it: token ids and segment ids, special tokens included."""
-
-    input_ids: tuple[int, ...]
-    token_type_ids: tuple[int, ...] | None = None
 
 
 def encode_texts(tokenizer: Any, texts: Sequence[str], max_length: int) -> ClassificationRequest:
@@ -71,7 +62,8 @@ def is_classifier(model: str) -> bool:
 
 
 class ClassifierEngine:
-    """Per-label log-probabilities from a sequence-classification head; batches sorted by length."""
+    """Per-label log-probabilities from a sequence-classification head; batches sorted by length
+    (a :class:`~evalsuite.engines.base.Classifier`)."""
 
     name = "hf"
 
@@ -145,10 +137,3 @@ class ClassifierEngine:
                 if progress:
                     progress(i, answers[i])
         return answers
-
-    def loglikelihood(self, requests: Sequence[Any], progress: Progress | None = None) -> list:
-        raise EngineError(f"{self.model_path} is a classification checkpoint: it predicts labels with its head "
-                          "and scores no prompts; evaluate it with --mode fine-tuned")
-
-    def generate(self, requests: Sequence[Any], progress: Progress | None = None) -> list[str]:
-        return self.loglikelihood(requests, progress)
