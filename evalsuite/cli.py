@@ -57,8 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="evaluate a model and write a run folder")
     run.add_argument("--model", required=True, help="model folder, hub id, or 'smollm2' (the packaged SmolLM2-135M-Instruct)")
-    run.add_argument("--engine", default="hf", help="inference engine: hf (default), vllm, or server "
-                     "(then --model is a comma-separated list of endpoint URLs)")
+    run.add_argument("--engine", default="hf", help="inference engine: hf (default), vllm, server "
+                     "(then --model is a comma-separated list of endpoint URLs), or one an installed package registers")
     run.add_argument("--engine-arg", action="append", default=[], metavar="KEY=VALUE",
                      help="option for the engine's constructor, repeatable; VALUE is read as JSON when it parses "
                           "(e.g. max_model_len=2048, data_parallel_size=2, model_name=NAME, concurrency=16)")

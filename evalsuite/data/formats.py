@@ -1,4 +1,5 @@
-"""Parsers for the raw benchmark files, one per file format.
+"""Parsers for the raw benchmark files, one per file format, each registered under the format's name
+(:func:`register_format`; a task file names it as ``source.local.format``).
 
 Each parser turns one raw file into a list of plain dict documents (JSON-serialisable, in file
 order) laid out like the corresponding Hugging Face hub dataset, so one prompt template works on
@@ -21,8 +22,21 @@ from pathlib import Path
 from typing import Any
 
 from evalsuite.errors import DataError
+from evalsuite.registry import Registry
 
 Parser = Callable[..., list[dict]]
+# A parser is called as parser(path, **options), the options being the keyword-only parameters it declares.
+PARSERS: Registry[Parser] = Registry("data format", "evalsuite.formats", DataError)
+
+
+def register_format(name: str) -> Callable[[Parser], Parser]:
+    """Register a parser as data format ``name`` (``source.local.format`` in a task file).
+
+    Another package registers its formats through the ``evalsuite.formats`` entry-point group
+    (see :mod:`evalsuite.registry`).
+    """
+    return PARSERS.register(name)
+
 
 # --------------------------------------------------------------------------- shared helpers
 
@@ -167,6 +181,7 @@ def _xml_items(path: Path, root: ET.Element, tag: str) -> Iterator[tuple[str, ET
 # --------------------------------------------------------------------------- parsers
 
 
+@register_format("copa_xml")
 def parse_copa_xml(path: Path, *, ids: list[int] | tuple[int, int] | None = None) -> list[dict]:
     """COPA / Balanced-COPA XML (<item id asks-for most-plausible-alternative><p/><a1/><a2/>), as super_glue/copa.
 
@@ -202,6 +217,7 @@ def _id_range(ids: Any) -> tuple[float, float]:
     return ids[0], ids[1]
 
 
+@register_format("piqa_jsonl")
 def parse_piqa_jsonl(path: Path) -> list[dict]:
     """PIQA JSONL {goal, sol1, sol2} plus line-aligned labels from ``<stem>-labels.lst``, as piqa (ybisk/piqa)."""
     labels_path = path.with_name(f"{path.stem}-labels.lst")
@@ -223,6 +239,7 @@ def parse_piqa_jsonl(path: Path) -> list[dict]:
     return docs
 
 
+@register_format("commonsenseqa_jsonl")
 def parse_commonsenseqa_jsonl(path: Path) -> list[dict]:
     """CommonsenseQA JSONL {answerKey, id, question{stem, question_concept, choices[{label, text}]}}.
 
@@ -252,6 +269,7 @@ def parse_commonsenseqa_jsonl(path: Path) -> list[dict]:
 _FOLIO_LABELS = {"True": "True", "False": "False", "Uncertain": "Uncertain", "Unknown": "Uncertain"}
 
 
+@register_format("folio_jsonl")
 def parse_folio_jsonl(path: Path) -> list[dict]:
     """FOLIO JSONL (premises and premises-FOL as lists), as yale-nlp/FOLIO.
 
@@ -292,6 +310,7 @@ def _logiqa_options(lines: list[str]) -> list[str]:
             for expected, letter, line, m in zip("ABCD", letters, lines, matches)]
 
 
+@register_format("logiqa_txt")
 def parse_logiqa_txt(path: Path) -> list[dict]:
     """LogiQA v1 text: 8-line blocks (blank, answer letter a-d, context, query, 4 options), as lucasmccabe/logiqa.
 
@@ -327,6 +346,7 @@ def parse_logiqa_txt(path: Path) -> list[dict]:
 _RTE_LABELS = {"TRUE": 0, "YES": 0, "FALSE": 1, "NO": 1}
 
 
+@register_format("rte_xml")
 def parse_rte_xml(path: Path) -> list[dict]:
     """PASCAL RTE 1-3 XML (<pair id value|entailment><t/><h/>), as nyu-mll/glue rte.
 
@@ -346,6 +366,7 @@ def parse_rte_xml(path: Path) -> list[dict]:
     return docs
 
 
+@register_format("mrpc_tsv")
 def parse_mrpc_tsv(path: Path) -> list[dict]:
     """MRPC TSV (header 'Quality #1 ID #2 ID #1 String #2 String', BOM, no quoting), as nyu-mll/glue mrpc.
 
@@ -359,6 +380,7 @@ def parse_mrpc_tsv(path: Path) -> list[dict]:
     return docs
 
 
+@register_format("stsb_csv")
 def parse_stsb_csv(path: Path) -> list[dict]:
     """STS Benchmark release (tab-separated, no header: genre, file, years, id, score, s1, s2[, sources...]).
 
@@ -375,6 +397,7 @@ def parse_stsb_csv(path: Path) -> list[dict]:
     return docs
 
 
+@register_format("sick_tsv")
 def parse_sick_tsv(path: Path) -> list[dict]:
     """SICK TSV (header pair_ID, sentence_A, sentence_B, relatedness_score, entailment_judgment), as the hub's sick.
 
@@ -397,6 +420,7 @@ def parse_sick_tsv(path: Path) -> list[dict]:
 _LOGICNLI_LABELS = {name: name for name in ("entailment", "contradiction", "self_contradiction", "neutral")}
 
 
+@register_format("logicnli_json")
 def parse_logicnli_json(path: Path) -> list[dict]:
     """LogicNLI JSON object: theory id -> {facts[], rules[], statements[], labels[]} (20 statements per theory).
 
@@ -420,6 +444,7 @@ def parse_logicnli_json(path: Path) -> list[dict]:
     return docs
 
 
+@register_format("bbh_json")
 def parse_bbh_json(path: Path) -> list[dict]:
     """BIG-Bench Hard task file {"canary", "examples": [{"input", "target"}]}, as lukaemon/bbh."""
     with _at(path, "top level"):
@@ -431,30 +456,13 @@ def parse_bbh_json(path: Path) -> list[dict]:
     return docs
 
 
-PARSERS: dict[str, Parser] = {
-    "copa_xml": parse_copa_xml,
-    "piqa_jsonl": parse_piqa_jsonl,
-    "commonsenseqa_jsonl": parse_commonsenseqa_jsonl,
-    "folio_jsonl": parse_folio_jsonl,
-    "logiqa_txt": parse_logiqa_txt,
-    "rte_xml": parse_rte_xml,
-    "mrpc_tsv": parse_mrpc_tsv,
-    "stsb_csv": parse_stsb_csv,
-    "sick_tsv": parse_sick_tsv,
-    "logicnli_json": parse_logicnli_json,
-    "bbh_json": parse_bbh_json,
-}
-
-
 def parse(format: str, path: Path, **options: Any) -> list[dict]:
     """Parse ``path`` with the parser registered for ``format``.
 
     Unknown format -> DataError listing known formats; missing file -> DataError naming the path
     and saying to set --data-dir / EVALSUITE_DATA_DIR; unknown option -> DataError.
     """
-    parser = PARSERS.get(format)
-    if parser is None:
-        raise DataError(f"unknown data format {format!r}; known formats: {', '.join(sorted(PARSERS))}")
+    parser = PARSERS.resolve(format)
     path = Path(path)
     if not path.exists():
         raise DataError(f"data file not found: {path} (set --data-dir or EVALSUITE_DATA_DIR "

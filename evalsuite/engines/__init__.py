@@ -1,10 +1,11 @@
 """Engines: one protocol on token ids (:class:`Engine`), implemented by ``hf`` (transformers), ``vllm``
-(in-process vLLM) and ``server`` (OpenAI-compatible endpoints)."""
+(in-process vLLM) and ``server`` (OpenAI-compatible endpoints), and one for classification heads
+(:class:`Classifier`). Engines are chosen by name from :data:`ENGINES` (:func:`register_engine`)."""
 
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from evalsuite.engines.base import (
     ClassificationRequest,
@@ -17,34 +18,62 @@ from evalsuite.engines.base import (
     encode_context,
 )
 from evalsuite.errors import EngineError
+from evalsuite.registry import Registry
 
-ENGINES = ("hf", "vllm", "server")
+T = TypeVar("T")
+
+# An engine class, or a function returning the engine class for a model: built-ins are such functions, so that
+# torch, vLLM or httpx are imported only for the engine a run chooses (listing tasks imports none of them).
+ENGINES: Registry[Callable[..., Any]] = Registry("engine", "evalsuite.engines", EngineError)
+
+
+def register_engine(name: str) -> Callable[[T], T]:
+    """Register an engine class as ``name`` (``--engine NAME``); it is built as ``cls(model, **options)``.
+
+    It may also decorate a function ``(model) -> engine class`` that imports the class only when chosen.
+    Another package registers its engines through the ``evalsuite.engines`` entry-point group
+    (see :mod:`evalsuite.registry`).
+    """
+    return ENGINES.register(name)
+
+
+@register_engine("hf")
+def _hf(model: str) -> type:
+    """transformers; a sequence-classification checkpoint gets the classification engine."""
+    from evalsuite.engines.classifier import ClassifierEngine, is_classifier
+    from evalsuite.engines.hf import HFEngine
+    from evalsuite.engines.models import resolve_model
+
+    return ClassifierEngine if is_classifier(resolve_model(model)) else HFEngine
+
+
+@register_engine("vllm")
+def _vllm(model: str) -> type:
+    from evalsuite.engines.vllm import VLLMEngine
+
+    return VLLMEngine
+
+
+@register_engine("server")
+def _server(model: str) -> type:
+    from evalsuite.engines.server import ServerEngine
+
+    return ServerEngine
 
 
 def load_engine(name: str, model: str, **options: Any) -> Engine | Classifier:
-    """Build the named engine for ``model``; options are passed to the engine's constructor.
+    """Build the engine registered as ``name`` for ``model``; options are passed to the engine's constructor.
 
     For ``server``, ``model`` is a comma-separated list of endpoint URLs. An adapter is checked against the
     base model's weights first. With ``hf``, a sequence-classification checkpoint gets the classification
     engine (:class:`~evalsuite.engines.classifier.ClassifierEngine`).
     """
+    registered = ENGINES.resolve(name)
     if options.get("adapter"):
         from evalsuite.engines.models import check_adapter, resolve_model
 
         check_adapter(options["adapter"], resolve_model(model))
-    if name == "hf":
-        from evalsuite.engines.classifier import ClassifierEngine, is_classifier
-        from evalsuite.engines.hf import HFEngine as engine_class
-        from evalsuite.engines.models import resolve_model
-
-        if is_classifier(resolve_model(model)):
-            engine_class = ClassifierEngine
-    elif name == "vllm":
-        from evalsuite.engines.vllm import VLLMEngine as engine_class
-    elif name == "server":
-        from evalsuite.engines.server import ServerEngine as engine_class
-    else:
-        raise EngineError(f"unknown engine {name!r}; available: {', '.join(ENGINES)}")
+    engine_class = registered if inspect.isclass(registered) else registered(model)
     _check_options(name, engine_class, options)
     return engine_class(model, **options)
 
@@ -71,4 +100,5 @@ __all__ = [
     "encode_choices",
     "encode_context",
     "load_engine",
+    "register_engine",
 ]

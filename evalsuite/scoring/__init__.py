@@ -5,12 +5,15 @@ from evalsuite.scoring.extract import answer_index, clean_generation, extract_an
 from evalsuite.scoring.groups import accuracy_by_group
 from evalsuite.scoring.metrics import (
     METRICS,
+    Metric,
     MetricResult,
     Predictions,
     bootstrap_indices,
     compute_metrics,
     confusion_counts,
+    document_mean,
     expected_score,
+    register_metric,
     resolve_metric,
 )
 
@@ -23,14 +26,17 @@ __all__ = [
     "clean_generation",
     "majority_vote",
     "METRICS",
+    "Metric",
     "MetricResult",
     "Predictions",
     "answer_index",
     "bootstrap_indices",
     "compute_metrics",
     "confusion_counts",
+    "document_mean",
     "expected_score",
     "extract_answer",
     "normalise",
+    "register_metric",
     "resolve_metric",
 ]

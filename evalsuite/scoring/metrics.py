@@ -4,6 +4,7 @@ Every metric is split in two: ``per_doc`` turns the predictions into one number 
 (a 0/1 correctness flag, or a confusion-matrix cell code), and ``stat`` reduces a ``(B, n)``
 array of those numbers -- one row per bootstrap resample -- to ``B`` metric values without a
 Python loop over documents.  The point estimate is ``stat`` on the single identity "resample".
+Metrics are looked up by name in :data:`METRICS`; :func:`register_metric` adds one.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from evalsuite.errors import MetricError
+from evalsuite.registry import Registry
 
 UNPARSEABLE = -1
 _CHUNK = 1 << 20  # max gathered elements per bootstrap chunk (bounds memory for large n_boot * n)
@@ -131,6 +133,23 @@ class Metric:
     describe: Callable[[Predictions], str]
 
 
+METRICS: Registry[Metric] = Registry("metric", "evalsuite.metrics", MetricError)
+
+
+def register_metric(metric: Metric) -> Metric:
+    """Register ``metric`` under its name (``metrics:`` in a task file) and return it.
+
+    Another package registers its metrics through the ``evalsuite.metrics`` entry-point group
+    (see :mod:`evalsuite.registry`).
+    """
+    return METRICS.add(metric.name, metric)
+
+
+def resolve_metric(name: str) -> Metric:
+    """Look a metric up by name; unknown names raise MetricError listing the known ones."""
+    return METRICS.resolve(name)
+
+
 # ---------------------------------------------------------------- confusion-matrix metrics
 def _cell_codes(p: Predictions) -> np.ndarray:
     """gold * (K+1) + pred, with unparseable (-1) mapped to the extra predicted column K."""
@@ -179,7 +198,9 @@ def _mcc(codes: np.ndarray, p: Predictions) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- per-document mean metrics
-def _mean(x: np.ndarray, _p: Predictions) -> np.ndarray:
+def document_mean(x: np.ndarray, _p: Predictions) -> np.ndarray:
+    """The ``stat`` of a mean of per-document values: ``(B, n) -> (B,)``. Paired tests treat a metric with this
+    ``stat`` and 0/1 values as a proportion (exact McNemar)."""
     return x.mean(axis=1)
 
 
@@ -282,46 +303,44 @@ def _def_macro(p: Predictions) -> str:
             f"(sklearn average='macro', labels=all classes, zero_division=0); {_UNP_CM}")
 
 
-METRICS: dict[str, Metric] = {m.name: m for m in [
-    Metric("accuracy", lambda p: (p.pred == p.gold).astype(np.float64), _mean,
-           lambda p: f"accuracy: mean(pred == gold) over documents; {_UNP}"),
-    Metric("accuracy_norm", _correct_norm, _mean,
-           lambda p: ("accuracy_norm: mean(pred_norm == gold), where pred_norm is the choice with the highest "
-                      "log-likelihood divided by the choice's length in UTF-8 bytes "
-                      f"(lm-evaluation-harness acc_norm); {_UNP}")),
-    Metric("f1", _cell_codes, _auto_f1,
-           lambda p: "f1 (" + ("binary, 2 classes" if p.n_classes == 2 else f"macro, {p.n_classes} classes")
-           + "): " + (_def_binary(p) if p.n_classes == 2 else _def_macro(p))),
-    Metric("f1_macro", _cell_codes, _macro_f1, lambda p: "f1_macro: " + _def_macro(p)),
-    Metric("f1_binary", _needs_binary, _binary_f1, lambda p: "f1_binary: " + _def_binary(p)),
-    Metric("mcc", _cell_codes, _mcc,
-           lambda p: ("mcc: Matthews correlation coefficient, multiclass generalisation (Gorodkin 2004, as sklearn "
-                      "matthews_corrcoef): (c*s - sum_k p_k*t_k) / sqrt((s^2 - sum_k p_k^2)(s^2 - sum_k t_k^2)) "
-                      "with c correct documents, s documents, t_k gold and p_k predicted counts of class k; "
-                      "0 when the denominator is 0; unparseable answers (pred = -1) form their own predicted "
-                      "column that never matches gold (gold count 0, predicted count in sum_k p_k^2)")),
-    Metric("exact_match", _exact, _mean,
-           lambda p: ("exact_match: mean(pred_text.strip() == gold_text.strip()): leading/trailing whitespace "
-                      "removed (str.strip), otherwise case- and punctuation-sensitive; a missing answer (None) "
-                      "is wrong")),
-    Metric("pearson", _score_pairs, _pearson,
-           lambda p: ("pearson: Pearson correlation coefficient between predicted and gold graded scores over "
-                      f"documents, 0 when either is constant; {_SCORE}")),
-    Metric("spearman", _score_pairs, _spearman,
-           lambda p: ("spearman: Spearman rank correlation (Pearson correlation of the ranks, ties given their "
-                      "average rank) between predicted and gold graded scores over documents, 0 when either is "
-                      f"constant; {_SCORE}")),
-    Metric("unparseable_rate", lambda p: (p.pred == UNPARSEABLE).astype(np.float64), _mean,
-           lambda p: "unparseable_rate: mean(pred == -1), the fraction of answers that could not be parsed"),
-]}
-
-
-def resolve_metric(name: str) -> Metric:
-    """Look a metric up by name; unknown names raise MetricError listing the known ones."""
-    try:
-        return METRICS[name]
-    except KeyError:
-        raise MetricError(f"unknown metric {name!r}; known metrics: {', '.join(METRICS)}") from None
+register_metric(Metric(
+    "accuracy", lambda p: (p.pred == p.gold).astype(np.float64), document_mean,
+    lambda p: f"accuracy: mean(pred == gold) over documents; {_UNP}"))
+register_metric(Metric(
+    "accuracy_norm", _correct_norm, document_mean,
+    lambda p: ("accuracy_norm: mean(pred_norm == gold), where pred_norm is the choice with the highest "
+               "log-likelihood divided by the choice's length in UTF-8 bytes "
+               f"(lm-evaluation-harness acc_norm); {_UNP}")))
+register_metric(Metric(
+    "f1", _cell_codes, _auto_f1,
+    lambda p: "f1 (" + ("binary, 2 classes" if p.n_classes == 2 else f"macro, {p.n_classes} classes")
+    + "): " + (_def_binary(p) if p.n_classes == 2 else _def_macro(p))))
+register_metric(Metric("f1_macro", _cell_codes, _macro_f1, lambda p: "f1_macro: " + _def_macro(p)))
+register_metric(Metric("f1_binary", _needs_binary, _binary_f1, lambda p: "f1_binary: " + _def_binary(p)))
+register_metric(Metric(
+    "mcc", _cell_codes, _mcc,
+    lambda p: ("mcc: Matthews correlation coefficient, multiclass generalisation (Gorodkin 2004, as sklearn "
+               "matthews_corrcoef): (c*s - sum_k p_k*t_k) / sqrt((s^2 - sum_k p_k^2)(s^2 - sum_k t_k^2)) "
+               "with c correct documents, s documents, t_k gold and p_k predicted counts of class k; "
+               "0 when the denominator is 0; unparseable answers (pred = -1) form their own predicted "
+               "column that never matches gold (gold count 0, predicted count in sum_k p_k^2)")))
+register_metric(Metric(
+    "exact_match", _exact, document_mean,
+    lambda p: ("exact_match: mean(pred_text.strip() == gold_text.strip()): leading/trailing whitespace "
+               "removed (str.strip), otherwise case- and punctuation-sensitive; a missing answer (None) "
+               "is wrong")))
+register_metric(Metric(
+    "pearson", _score_pairs, _pearson,
+    lambda p: ("pearson: Pearson correlation coefficient between predicted and gold graded scores over "
+               f"documents, 0 when either is constant; {_SCORE}")))
+register_metric(Metric(
+    "spearman", _score_pairs, _spearman,
+    lambda p: ("spearman: Spearman rank correlation (Pearson correlation of the ranks, ties given their "
+               "average rank) between predicted and gold graded scores over documents, 0 when either is "
+               f"constant; {_SCORE}")))
+register_metric(Metric(
+    "unparseable_rate", lambda p: (p.pred == UNPARSEABLE).astype(np.float64), document_mean,
+    lambda p: "unparseable_rate: mean(pred == -1), the fraction of answers that could not be parsed"))
 
 
 def bootstrap_indices(n: int, n_boot: int, seed: int) -> np.ndarray:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from evalsuite.errors import MetricError
-from evalsuite.scoring.metrics import Predictions, _mean, bootstrap_chunks, resolve_metric
+from evalsuite.scoring.metrics import Predictions, bootstrap_chunks, document_mean, resolve_metric
 
 __all__ = ["PairedTest", "fleiss_kappa", "holm", "kendall_tau_b", "mcnemar_exact", "paired_bootstrap",
            "paired_test"]
@@ -101,7 +101,7 @@ class PairedTest:
 def _is_binary(metric_name: str, *preds: Predictions) -> bool:
     """A mean of per-document 0/1 values (accuracy, exact match): McNemar applies."""
     metric = resolve_metric(metric_name)
-    return metric.stat is _mean and all(np.isin(metric.per_doc(p), (0.0, 1.0)).all() for p in preds)
+    return metric.stat is document_mean and all(np.isin(metric.per_doc(p), (0.0, 1.0)).all() for p in preds)
 
 
 def paired_test(metric_name: str, a: Predictions, b: Predictions, *, n_boot: int = 10000, seed: int = 0,
