@@ -38,12 +38,10 @@ from evalsuite.scoring import (
     normalise,
     resolve_metric,
 )
-from evalsuite.spec import PromptSpec, TaskSpec, builtin_dirs, find_tasks
+from evalsuite.spec import PromptSpec, TaskSpec, builtin_dirs, find_tasks, mode_and_shots
 
-MODES = ("zero-shot", "few-shot", "fine-tuned")
 # The variant name of evaluations answered by a classification head (no prompt is involved).
 CLASSIFIER_VARIANT = "head"
-DEFAULT_SHOTS = 5
 # Evaluated documents are rendered, answered, written to samples.jsonl and dropped this many at a time, so a
 # run's memory does not grow with the split; a usual test set still goes to the engine in one call, which
 # lets it batch by length and share prompt prefixes across all of it.
@@ -174,11 +172,7 @@ def evaluate(
     given folder, or off (``False``); with it, a killed run resumes where it stopped when rerun.
     """
     started = time.perf_counter()
-    if mode not in MODES:
-        raise SpecError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
-    shots = (DEFAULT_SHOTS if mode == "few-shot" else 0) if shots is None else shots
-    if shots < 0 or (mode == "few-shot") != (shots > 0):
-        raise SpecError(f"mode {mode!r} does not fit --shots {shots}: few-shot needs shots > 0, other modes 0")
+    mode, shots = mode_and_shots(mode, shots)
     if limit is not None and limit < 1:
         raise SpecError(f"--limit must be at least 1, got {limit}")
     if samples < 1 or temperature < 0 or (samples > 1 and temperature == 0):

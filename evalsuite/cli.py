@@ -33,12 +33,14 @@ def _cache_dir(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from evalsuite.spec import CATEGORIES, DEFAULT_SHOTS, DTYPES, MODES, SAMPLERS
+
     parser = argparse.ArgumentParser(prog="evalsuite", description="Reasoning evaluation for language models.")
     parser.add_argument("--version", action="version", version="evalsuite 0.1.0")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     tasks = commands.add_parser("tasks", help="list tasks: name, category, source, size, license")
-    tasks.add_argument("--category", choices=("logical", "commonsense", "semantic_matching"))
+    tasks.add_argument("--category", choices=CATEGORIES)
     tasks.add_argument("--json", action="store_true", help="print JSON instead of a table")
     tasks.add_argument("--sizes", action="store_true",
                        help="load each task's evaluated split to count its documents ('?' where the data cannot be loaded)")
@@ -66,15 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="server engine: model folder, alias or hub id with the served model's tokenizer")
     run.add_argument("--adapter", default=None, metavar="DIR", help="PEFT/LoRA adapter folder")
     run.add_argument("--tasks", default="starter", help="comma-separated task names, tags, categories, or 'all' (default: starter)")
-    run.add_argument("--mode", default=None, choices=("zero-shot", "few-shot", "fine-tuned"),
+    run.add_argument("--mode", default=None, choices=MODES,
                      help="default: few-shot when --shots > 0, else zero-shot")
-    run.add_argument("--shots", type=int, default=None, help="few-shot examples per prompt (default 5 in few-shot mode)")
+    run.add_argument("--shots", type=int, default=None, help=f"few-shot examples per prompt (default {DEFAULT_SHOTS} in few-shot mode)")
     run.add_argument("--prompts", default=None, help="prompt variants: comma-separated names or 'all' (default: each task's first)")
     run.add_argument("--limit", type=int, default=None, help="evaluate only the first N documents of each task")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--batch-size", type=int, default=8)
-    run.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
-    run.add_argument("--fewshot-sampler", default=None, choices=("random", "first", "fixed", "balanced"),
+    run.add_argument("--dtype", default="float32", choices=DTYPES)
+    run.add_argument("--fewshot-sampler", default=None, choices=SAMPLERS,
                      help="default: each task's own setting")
     run.add_argument("--chat-template", action="store_true", help="wrap each prompt in the model's chat template")
     run.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for intervals (default 1000)")
@@ -237,13 +239,14 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from evalsuite.api import evaluate
+    from evalsuite.spec import mode_and_shots
 
-    mode = args.mode or ("few-shot" if (args.shots or 0) > 0 else "zero-shot")
+    mode, shots = mode_and_shots(args.mode, args.shots)
     engine_args = _engine_args(args.engine_arg)
     if args.tokenizer:
         engine_args["tokenizer"] = args.tokenizer
     result = evaluate(
-        args.model, args.tasks, engine=args.engine, adapter=args.adapter, mode=mode, shots=args.shots,
+        args.model, args.tasks, engine=args.engine, adapter=args.adapter, mode=mode, shots=shots,
         prompts=args.prompts, limit=args.limit, seed=args.seed, batch_size=args.batch_size, dtype=args.dtype,
         data_dir=args.data_dir, output=args.output, task_dirs=args.task_dir, prompt_dirs=args.prompt_dir,
         fewshot_sampler=args.fewshot_sampler, chat_template=args.chat_template, n_boot=args.bootstrap,

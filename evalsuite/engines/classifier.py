@@ -14,8 +14,7 @@ from typing import Any, Sequence
 from evalsuite.engines.base import ClassificationRequest, Progress
 from evalsuite.engines.models import describe_model, finetuned_from, fingerprint, resolve_model, training_card
 from evalsuite.errors import EngineError
-
-DTYPES = ("float32", "bfloat16", "float16")
+from evalsuite.spec.run import DTYPES
 
 
 def encode_texts(tokenizer: Any, texts: Sequence[str], max_length: int) -> ClassificationRequest:

@@ -25,8 +25,8 @@ from evalsuite.engines.base import (
 )
 from evalsuite.engines.models import describe_model, finetuned_from, fingerprint, resolve_model
 from evalsuite.errors import EngineError
+from evalsuite.spec.run import DTYPES
 
-DTYPES = ("float32", "bfloat16", "float16")
 log = logging.getLogger(__name__)
 
 

@@ -16,10 +16,10 @@ import pandas as pd
 
 from evalsuite.errors import EvalsuiteError
 from evalsuite.results import atomic_write_text, find_runs, read_run
+from evalsuite.spec import CATEGORIES, setting_label
 
 __all__ = ["CATEGORIES", "DEFINITIONS", "gather", "leaderboard_table", "build_leaderboard", "render_markdown"]
 
-CATEGORIES = ("logical", "commonsense", "semantic_matching")
 Z = 1.96
 ROW_KEY = ["model", "adapter", "setting", "variant"]
 KEY = ROW_KEY + ["task"]
@@ -38,13 +38,6 @@ DEFINITIONS = {
     "duplicates": "When several runs hold the same model, adapter, setting, prompt and task, only the newest "
     "(by created) is kept.",
 }
-
-
-def _setting(mode: str | None, shots: int | None) -> str:
-    """'zero-shot', '5-shot' or 'fine-tuned' from a run's mode and shots."""
-    if mode == "few-shot" or (mode is None and shots):
-        return f"{shots}-shot"
-    return str(mode or "zero-shot")
 
 
 def _display(cfg: dict[str, Any], described: dict[str, Any]) -> str:
@@ -70,7 +63,7 @@ def _rows(folder: Path, metric: str | None = None) -> list[dict[str, Any]]:
             "model": str(cfg["model"]), "label": _display(cfg, described),
             "engine": cfg.get("engine") or described.get("engine"),
             "adapter": cfg.get("adapter") or "", "mode": cfg.get("mode"), "shots": int(cfg.get("shots") or 0),
-            "setting": _setting(cfg.get("mode"), cfg.get("shots")), "run_id": record["run_id"],
+            "setting": setting_label(cfg.get("mode"), cfg.get("shots")), "run_id": record["run_id"],
             "created": record["created"], "dtype": described.get("dtype") or cfg.get("dtype"), "folder": str(folder),
         }
         rows = []

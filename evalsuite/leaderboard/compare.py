@@ -21,10 +21,11 @@ import numpy as np
 import pandas as pd
 
 from evalsuite.errors import EvalsuiteError, MetricError
-from evalsuite.leaderboard import _setting, gather
+from evalsuite.leaderboard import gather
 from evalsuite.results import read_run, read_samples
 from evalsuite.scoring import Predictions
 from evalsuite.scoring.stats import PairedTest, holm, paired_test
+from evalsuite.spec import setting_label
 
 __all__ = ["Comparison", "Evaluation", "Side", "TaskComparison", "compare", "evaluations_of", "format_p", "load_run",
            "parse_side", "predictions", "render_text", "system_label"]
@@ -102,7 +103,7 @@ def load_run(folder: Path) -> list[Evaluation]:
         docs = grouped.get((ev["task"], ev["variant"]), [])
         out.append(Evaluation(
             run_id=record["run_id"], model=str(cfg.get("model")), adapter=cfg.get("adapter") or "",
-            setting=_setting(cfg.get("mode"), cfg.get("shots")), task=ev["task"], category=ev.get("category") or "",
+            setting=setting_label(cfg.get("mode"), cfg.get("shots")), task=ev["task"], category=ev.get("category") or "",
             variant=ev["variant"], main_metric=ev["main_metric"], labels=_labels(ev, docs), positive=_positive(ev),
             data_hash=(ev.get("hashes") or {}).get("data"), metrics=ev.get("metrics") or {},
             confusion=ev.get("confusion") or {}, samples=tuple(docs)))

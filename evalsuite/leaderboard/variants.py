@@ -10,8 +10,9 @@ from typing import Any
 
 import pandas as pd
 
+from evalsuite.spec import CATEGORIES
+
 PREFERRED = ("plain", "lettered", "cot")
-CATEGORY_ORDER = ("logical", "commonsense", "semantic_matching")
 
 
 def _variants(long: pd.DataFrame) -> list[str]:
@@ -23,7 +24,7 @@ def variant_table(long: pd.DataFrame) -> pd.DataFrame:
     """One row per model × adapter × setting × task: category, metric, n and, per variant, value/low/high
     and (for generated answers) the unparseable rate. ``attrs['variants']`` lists the variants in column order."""
     variants = _variants(long)
-    rank = {c: i for i, c in enumerate(CATEGORY_ORDER)}
+    rank = {c: i for i, c in enumerate(CATEGORIES)}
     records = []
     for (model, adapter, setting, task), group in long.groupby(["model", "adapter", "setting", "task"], sort=True):
         row: dict[str, Any] = {

@@ -10,7 +10,7 @@ import random
 from collections import defaultdict
 from typing import Sequence
 
-SAMPLERS = ("random", "first", "fixed", "balanced")
+from evalsuite.spec import SAMPLERS
 
 
 class FewshotSampler:

@@ -1,11 +1,14 @@
-"""Frozen, validated specifications: tasks (YAML) and prompt variants (Jinja with a YAML header).
+"""Frozen, validated specifications: tasks (YAML), prompt variants (Jinja with a YAML header) and what a
+run may ask for (modes, shots, dtypes).
 
 Every error raised here is a :class:`~evalsuite.errors.SpecError` naming the file and the field.
 """
 
 from evalsuite.spec.prompt import AnswerRule, PromptSpec, load_prompt
+from evalsuite.spec.run import DEFAULT_SHOTS, DTYPES, MODES, mode_and_shots, setting_label
 from evalsuite.spec.task import (
     CATEGORIES,
+    SAMPLERS,
     GeneratedSource,
     GeneratedSplit,
     GradedScore,
@@ -20,6 +23,10 @@ from evalsuite.spec.task import (
 
 __all__ = [
     "CATEGORIES",
+    "DEFAULT_SHOTS",
+    "DTYPES",
+    "MODES",
+    "SAMPLERS",
     "AnswerRule",
     "GeneratedSource",
     "GeneratedSplit",
@@ -33,4 +40,6 @@ __all__ = [
     "find_tasks",
     "load_prompt",
     "load_task",
+    "mode_and_shots",
+    "setting_label",
 ]
