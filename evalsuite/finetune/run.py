@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import platform
 import shutil
 import time
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -17,14 +14,16 @@ from evalsuite.engines.models import TRAINING_CARD, fingerprint, model_name, res
 from evalsuite.errors import EngineError, SpecError
 from evalsuite.finetune.config import DEFAULT_LEARNING_RATE, DEFAULT_MAX_LENGTH, METHODS, TrainConfig
 from evalsuite.finetune.data import check_splits, training_data
-from evalsuite.spec import TaskSpec, builtin_dirs, find_tasks
+from evalsuite.results.provenance import library_versions, sha256_hex
+from evalsuite.spec import TaskSpec, load_tasks
 
 CARD_VERSION = 1
+# The libraries that can change what training produces, recorded in the training card.
+TRAINING_PACKAGES = ("torch", "transformers", "peft")
 
 
 def _task(name: str, task_dirs: Sequence[Path], prompt_dirs: Sequence[Path]) -> TaskSpec:
-    tasks_dir, prompts_dir = builtin_dirs()
-    catalog = find_tasks([*map(Path, task_dirs), tasks_dir], [*map(Path, prompt_dirs), prompts_dir])
+    catalog = load_tasks(task_dirs, prompt_dirs)
     if name not in catalog:
         raise SpecError(f"unknown task {name!r}; run 'evalsuite tasks' to list them")
     return catalog[name]
@@ -109,7 +108,7 @@ def finetune(
             trained, result, targets = finetune_lora(spec, model_path, prompt, data, config, learning_rate,
                                                      max_length, progress)
             tokenizer = None
-            extra = {"prompt": {"variant": prompt.name, "file": str(prompt.path), "sha256": _sha256(prompt.source.encode())}}
+            extra = {"prompt": {"variant": prompt.name, "file": str(prompt.path), "sha256": sha256_hex(prompt.source)}}
             resolved = {"lora_targets": targets}
     card = {
         "card_version": CARD_VERSION,
@@ -117,7 +116,7 @@ def finetune(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "base_model": {"name": model_name(model), "model": model, "path": model_path,
                        "sha256": fingerprint(model_path)},
-        "task": {"name": spec.name, "file": str(spec.path), "sha256": _sha256(spec.path.read_bytes()),
+        "task": {"name": spec.name, "file": str(spec.path), "sha256": sha256_hex(spec.path.read_bytes()),
                  "labels": list(spec.labels) if spec.labels else None, **extra},
         "data": data.record,
         "hyperparameters": {**config.to_dict(), "learning_rate": learning_rate, "max_length": max_length, **resolved},
@@ -129,7 +128,7 @@ def finetune(
         "train_time_s": result.seconds,
         "total_time_s": round(time.perf_counter() - started, 3),
         "torch_threads": torch.get_num_threads(),
-        "versions": _versions(),
+        "versions": library_versions(TRAINING_PACKAGES),
     }
     _save(output, trained, tokenizer, card, overwrite)
     return output
@@ -148,18 +147,3 @@ def _save(output: Path, trained: Any, tokenizer: Any, card: dict, overwrite: boo
         shutil.rmtree(output)
     partial.rename(output)
 
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _versions() -> dict[str, str]:
-    from evalsuite import __version__
-
-    found = {"python": platform.python_version(), "evalsuite": __version__}
-    for name in ("torch", "transformers", "peft"):
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return found

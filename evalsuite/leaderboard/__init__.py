@@ -18,7 +18,8 @@ from evalsuite.errors import EvalsuiteError
 from evalsuite.results import atomic_write_text, find_runs, read_run
 from evalsuite.spec import CATEGORIES, setting_label
 
-__all__ = ["CATEGORIES", "DEFINITIONS", "gather", "leaderboard_table", "build_leaderboard", "render_markdown"]
+__all__ = ["CATEGORIES", "DEFINITIONS", "gather", "leaderboard_table", "build_leaderboard", "metric_definitions",
+           "render_markdown", "runs_of"]
 
 Z = 1.96
 ROW_KEY = ["model", "adapter", "setting", "variant"]
@@ -207,13 +208,14 @@ def _table(header: list[str], body: list[list[str]]) -> list[str]:
     return lines + ["| " + " | ".join(_md(c) for c in cells) + " |" for cells in body]
 
 
-def _metric_definitions(long: pd.DataFrame) -> list[dict[str, Any]]:
-    """Unique (metric, definition) pairs with the tasks using them."""
+def metric_definitions(long: pd.DataFrame) -> list[dict[str, Any]]:
+    """Unique (metric, definition) pairs of a long table (:func:`gather`) with the tasks using them."""
     groups = long.groupby(["metric", "definition"], sort=True)["task"]
     return [{"metric": m, "definition": d, "tasks": sorted(set(ts))} for (m, d), ts in groups]
 
 
-def _runs(long: pd.DataFrame) -> list[dict[str, Any]]:
+def runs_of(long: pd.DataFrame) -> list[dict[str, Any]]:
+    """The runs a long table (:func:`gather`) holds, oldest first: run id, created, engine, dtype, model, setting."""
     runs = long.drop_duplicates("run_id")[["run_id", "created", "engine", "dtype", "model", "setting"]]
     return [{k: (None if pd.isna(v) else str(v)) for k, v in r.items()}
             for r in runs.sort_values(["created", "run_id"], kind="mergesort").to_dict("records")]
@@ -252,10 +254,10 @@ def render_markdown(long: pd.DataFrame, wide: pd.DataFrame) -> str:
         lines += [f"  - {_md(text)}" for text in flagged]
     lines += ["", "### Metrics", ""]
     lines += [f"- **{_md(d['metric'])}** ({', '.join(d['tasks'])}): {_md(d['definition']) or '(no definition given)'}"
-              for d in _metric_definitions(long)]
+              for d in metric_definitions(long)]
     if wide.attrs.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {_md(note)}" for note in wide.attrs["notes"]]
-    runs = _runs(long)
+    runs = runs_of(long)
     lines += ["", "## Runs included", ""]
     lines += _table(["run_id", "created", "engine", "dtype"],
                     [[r["run_id"], r["created"], r["engine"] or "—", r["dtype"] or "—"] for r in runs])
@@ -284,8 +286,8 @@ def _json(long: pd.DataFrame, wide: pd.DataFrame) -> dict[str, Any]:
                                   "n": None if pd.isna(r[f"{t['task']}__n"]) else int(r[f"{t['task']}__n"])}
                       for t in tasks},
         })
-    return {"definitions": {**DEFINITIONS, "metrics": _metric_definitions(long)}, "tasks": tasks, "rows": rows,
-            "runs": _runs(long), "superseded": wide.attrs.get("superseded", 0), "notes": wide.attrs.get("notes", [])}
+    return {"definitions": {**DEFINITIONS, "metrics": metric_definitions(long)}, "tasks": tasks, "rows": rows,
+            "runs": runs_of(long), "superseded": wide.attrs.get("superseded", 0), "notes": wide.attrs.get("notes", [])}
 
 
 def build_leaderboard(run_dirs: Sequence[Path], output: Path, metric: str | None = None) -> dict[str, Path]:

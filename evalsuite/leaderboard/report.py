@@ -30,11 +30,10 @@ from evalsuite.errors import EvalsuiteError
 from evalsuite.leaderboard import (
     DEFINITIONS,
     LONG_COLUMNS,
-    _label,
-    _metric_definitions,
-    _runs,
     gather,
     leaderboard_table,
+    metric_definitions,
+    runs_of,
 )
 from evalsuite.leaderboard.compare import (
     Comparison,
@@ -266,7 +265,7 @@ def _ranking(r: _Report) -> str:
     header += [(c.replace("_", " "), "num") for c in r.categories] + [("tasks", "num")]
     rows = []
     for i, (_, d) in enumerate(r.wide.iterrows(), start=1):
-        cells = [_num(i, 0), _td(_label(d)), _td(d["setting"]),
+        cells = [_num(i, 0), _td(d["label"]), _td(d["setting"]),
                  _td(d["prompt"]), _value_cell(d["overall"], d["overall__low"], d["overall__high"])]
         cells += [_value_cell(d[f"{c}__mean"], d[f"{c}__low"], d[f"{c}__high"]) for c in r.categories]
         cells.append(f'<td class="num" data-v="{d["overall__k"]}">{d["overall__k"]}/{len(r.tasks)}</td>')
@@ -306,7 +305,7 @@ def _per_task(r: _Report) -> str:
     header += [(f"{t['task']} · {t['metric']}", "num") for t in r.tasks]
     rows = []
     for _, row in r.wide.iterrows():
-        cells = [_td(_label(row)), _td(row["setting"]),
+        cells = [_td(row["label"]), _td(row["setting"]),
                  _td(row["prompt"])]
         for t in r.tasks:
             n = row[f"{t['task']}__n"]
@@ -696,7 +695,7 @@ def _confusion(title: str, ev: Evaluation) -> str:
 def _definitions(r: _Report) -> str:
     items = [f"<li><b>{e(name.replace('_', ' ').capitalize())}</b>: {e(text)}</li>" for name, text in DEFINITIONS.items()]
     items += [f"<li><b>{e(d['metric'])}</b> ({e(', '.join(d['tasks']))}): {e(d['definition'] or '(no definition given)')}</li>"
-              for d in _metric_definitions(r.long)]
+              for d in metric_definitions(r.long)]
     items += [
         "<li><b>Paired test</b>: for accuracy (any per-document 0/1 metric) the exact two-sided McNemar test, a binomial "
         "test on the documents only one side gets right; for F1 and MCC a two-sided paired bootstrap test "
@@ -710,7 +709,7 @@ def _definitions(r: _Report) -> str:
     ]
     notes = "".join(f"<li>{e(n)}</li>" for n in r.wide.attrs.get("notes", []))
     runs = [_tr([_td(x["run_id"]), _td(x["created"]), _td(x["model"]), _td(x["setting"]), _td(x["engine"] or "—"),
-                 _td(x["dtype"] or "—")]) for x in _runs(r.long)]
+                 _td(x["dtype"] or "—")]) for x in runs_of(r.long)]
     return (f'<ul class="defs">{"".join(items)}</ul>' + (f"<h3>Notes</h3><ul class='defs'>{notes}</ul>" if notes else "")
             + "<h3>Runs included</h3>" + _table([("run", "text"), ("created", "text"), ("model", "text"),
                                                   ("setting", "text"), ("engine", "text"), ("dtype", "text")], runs))

@@ -19,6 +19,7 @@ from evalsuite.spec.task import (
     builtin_dirs,
     find_tasks,
     load_task,
+    load_tasks,
 )
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "find_tasks",
     "load_prompt",
     "load_task",
+    "load_tasks",
     "mode_and_shots",
     "setting_label",
 ]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import jinja2
 
@@ -139,6 +139,12 @@ def builtin_dirs() -> tuple[Path, Path]:
         if (root / "tasks").is_dir() and (root / "prompts").is_dir():
             return root / "tasks", root / "prompts"
     raise SpecError(f"no built-in tasks folder found under {package}: the installation is incomplete")
+
+
+def load_tasks(task_dirs: Sequence[Path] = (), prompt_dirs: Sequence[Path] = ()) -> dict[str, TaskSpec]:
+    """Built-in tasks plus the user's folders (a user task with a built-in task's name replaces it)."""
+    tasks_dir, prompts_dir = builtin_dirs()
+    return find_tasks([*map(Path, task_dirs), tasks_dir], [*map(Path, prompt_dirs), prompts_dir])
 
 
 def _check_expression(fields: Fields, key: str, value: str) -> str:
