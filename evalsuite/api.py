@@ -17,6 +17,7 @@ import numpy as np
 
 from evalsuite.data import Split, default_data_dir, load_split
 from evalsuite.engines import Classifier, Engine, GenerationRequest, encode_choices, encode_context, load_engine
+from evalsuite.engines.base import InvalidAnswer
 from evalsuite.engines.cache import CachedEngine, RequestCache
 from evalsuite.errors import DataError, EvalsuiteError, MetricError, SpecError
 from evalsuite.prompting import FewshotSampler, Instance, PromptRenderer
@@ -377,7 +378,12 @@ def _answer(runner: Engine, task: TaskSpec, prompt: PromptSpec, instances: list[
         if any(not inst.continuations for inst in instances):
             raise SpecError(f"{task.path}: task '{task.name}' has no 'choices' for log-likelihood prompt {prompt.path}")
         requests = [encode_choices(tokenizer, c, inst.continuations) for c, inst in zip(contexts, instances)]
-        for inst, context, scores in zip(instances, contexts, runner.loglikelihood(requests, progress=on_answer)):
+        try:
+            answers = runner.loglikelihood(requests, progress=on_answer)
+        except InvalidAnswer as exc:
+            raise exc.named(f"task '{task.name}', prompt variant '{prompt.name}', document "
+                            f"{instances[exc.index].doc_id}") from None
+        for inst, context, scores in zip(instances, contexts, answers):
             logprobs = [s.logprob for s in scores]
             byte_lengths = [max(len(c.encode("utf-8")), 1) for c in inst.continuations]
             pred = int(np.argmax(logprobs))
@@ -481,7 +487,11 @@ def _classify_one(runner: Any, task: TaskSpec, split_of, writer: RunWriter, *, s
             texts = [renderer.inputs_of(doc, i) for i, doc in chunk]
             chunk_golds = [renderer.gold_of(doc, i, renderer.choices_of(doc, i))[0] for i, doc in chunk]
             requests = [encode_texts(runner.tokenizer, t, runner.max_length) for t in texts]
-            answers = runner.classify(requests, progress=(lambda i, answer: bar.update(1)) if bar else None)
+            try:
+                answers = runner.classify(requests, progress=(lambda i, answer: bar.update(1)) if bar else None)
+            except InvalidAnswer as exc:
+                raise exc.named(f"task '{task.name}', variant '{CLASSIFIER_VARIANT}' (the classification head), "
+                                f"document {chunk[exc.index][0]}") from None
             samples = []
             for (doc_id, _), inputs, gold, answer in zip(chunk, texts, chunk_golds, answers):
                 logprobs = [answer[k] for k in to_head]

@@ -6,8 +6,12 @@ Tokenisation happens once, in the pipeline (:func:`encode_choices`), so every en
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Iterable, Protocol, Sequence, runtime_checkable
+
+from evalsuite.errors import EngineError
 
 # Called by an engine with (request index, answer) as soon as each request is answered, in any order:
 # callers store answers as they come (the request cache) and advance progress bars.
@@ -81,6 +85,61 @@ class Classifier(Protocol):
         ...
 
     def describe(self) -> dict[str, Any]: ...
+
+
+# How far above 0 a log-probability may lie and still be read as 0: float32 rounding of a log-softmax leaves
+# about 1e-7 per token of probability ~1, so even a sum over thousands of such tokens stays far below this,
+# while a real fault (a positive score, a probability above 1) lies far above it.
+LOGPROB_TOLERANCE = 1e-3
+
+
+class InvalidAnswer(EngineError):
+    """An engine's answer to request ``index`` of a call holds something that is not a log-probability.
+
+    Engines know requests, not documents: the pipeline catches this and names the task and document
+    (:meth:`named`). ``source`` names the model or endpoint that answered.
+    """
+
+    def __init__(self, source: str, index: int, problem: str):
+        super().__init__(f"{source} answered request {index} with {problem}")
+        self.source, self.index, self.problem = source, index, problem
+
+    def at(self, index: int) -> InvalidAnswer:
+        """The same fault for request ``index`` of the caller's call (for a wrapper that renumbers requests)."""
+        return InvalidAnswer(self.source, index, self.problem)
+
+    def named(self, where: str) -> EngineError:
+        """The error to show, naming where the answer was asked for (task, prompt variant, document)."""
+        return EngineError(f"{self.source} answered {where} with {self.problem}: the model's weights or the "
+                           "server are broken; such answers are never cached, so a rerun once fixed asks again")
+
+
+def logprob_problem(value: Any) -> str | None:
+    """Why ``value`` cannot be a log-probability (not a real number, not finite, above 0), or None."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return f"a log-probability that is not a number ({repr(value)[:40]})"
+    if not math.isfinite(value):
+        return f"a non-finite log-probability ({value})"
+    if value > LOGPROB_TOLERANCE:
+        return f"a positive log-probability ({value:.6g}), a probability above 1"
+    return None
+
+
+def check_logprobs(values: Iterable[Any], source: str, index: int) -> None:
+    """Raise :class:`InvalidAnswer` for the first of ``values`` that is not a log-probability.
+
+    The one check every engine applies to what it returns, and the request cache to what it stores and reads.
+    """
+    for value in values:
+        problem = logprob_problem(value)
+        if problem:
+            raise InvalidAnswer(source, index, problem)
+
+
+def check_scores(scores: Sequence[ContinuationScore], source: str, index: int) -> tuple[ContinuationScore, ...]:
+    """``scores`` (one request's answer) as a tuple, once each log-probability passed :func:`check_logprobs`."""
+    check_logprobs((s.logprob for s in scores), source, index)
+    return tuple(scores)
 
 
 def encode_choices(tokenizer: Any, context: str, continuations: Sequence[str]) -> LoglikelihoodRequest:

@@ -15,6 +15,11 @@ The engine's name is otherwise left out on purpose: log-likelihoods and greedy g
 by engines that receive the same token ids (``hf``, ``vllm``, ``server``). :class:`CachedEngine` wraps any
 engine: it answers what it can from the database, forwards only the misses, and stores each answer from
 the inner engine's ``progress`` callback, as soon as it is computed.
+
+Only valid answers are stored: a log-likelihood answer must pass
+:func:`~evalsuite.engines.base.check_scores` (finite, not above 0), else the call stops with
+:class:`~evalsuite.engines.base.InvalidAnswer`. A stored answer that fails it (written before this check
+existed) counts as a miss and is deleted, so the recomputed answer takes its place.
 """
 
 from __future__ import annotations
@@ -29,7 +34,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from evalsuite.engines.base import ContinuationScore, Engine, GenerationRequest, LoglikelihoodRequest, Progress
+from evalsuite.engines.base import (
+    ContinuationScore,
+    Engine,
+    GenerationRequest,
+    InvalidAnswer,
+    LoglikelihoodRequest,
+    Progress,
+    check_scores,
+)
 from evalsuite.engines.models import cache_dir, file_lock
 from evalsuite.errors import EngineError
 
@@ -113,11 +126,22 @@ class RequestCache:
 
     def put(self, key: str, kind: str, model_sha256: str, model: str, answer: Any) -> None:
         """Store one answer now (its own transaction); the first answer stored for a key stays."""
+        try:
+            text = json.dumps(answer, allow_nan=False)
+        except ValueError:
+            raise EngineError(f"refusing to cache a non-finite answer of model {model}: {answer!r:.200}") from None
         with self._lock:
             self._db.execute(
                 "INSERT OR IGNORE INTO answers (key, kind, model_sha256, model, answer, created) VALUES (?, ?, ?, ?, ?, ?)",
-                (key, kind, model_sha256, model, json.dumps(answer), time.time()),
+                (key, kind, model_sha256, model, text, time.time()),
             )
+
+    def discard(self, keys: Sequence[str]) -> None:
+        """Delete the answers stored for ``keys`` (invalid ones, so that recomputed answers can replace them)."""
+        with self._lock:
+            for start in range(0, len(keys), _LOOKUP_CHUNK):
+                chunk = list(keys[start : start + _LOOKUP_CHUNK])
+                self._db.execute(f"DELETE FROM answers WHERE key IN ({','.join('?' * len(chunk))})", chunk)
 
     def __len__(self) -> int:
         with self._lock:
@@ -204,7 +228,7 @@ def _encode_scores(scores: Sequence[ContinuationScore]) -> list[list[Any]]:
 
 
 def _decode_scores(stored: list[list[Any]]) -> tuple[ContinuationScore, ...]:
-    return tuple(ContinuationScore(float(lp), bool(g), int(n)) for lp, g, n in stored)
+    return tuple(ContinuationScore(lp, bool(g), int(n)) for lp, g, n in stored)
 
 
 @dataclass
@@ -244,7 +268,9 @@ class CachedEngine:
     def loglikelihood(
         self, requests: Sequence[LoglikelihoodRequest], progress: Progress | None = None
     ) -> list[tuple[ContinuationScore, ...]]:
-        return self._answer("loglikelihood", requests, self.inner.loglikelihood, _encode_scores, _decode_scores, progress)
+        source = f"model {self.model_label}"
+        return self._answer("loglikelihood", requests, self.inner.loglikelihood, _encode_scores, _decode_scores,
+                            progress, lambda scores, index: check_scores(scores, source, index))
 
     def generate(self, requests: Sequence[GenerationRequest], progress: Progress | None = None) -> list[str]:
         return self._answer("generation", requests, self.inner.generate, str, str, progress)
@@ -257,16 +283,26 @@ class CachedEngine:
         encode: Callable[[Any], Any],
         decode: Callable[[Any], Any],
         progress: Progress | None,
+        check: Callable[[Any, int], Any] = lambda answer, index: answer,
     ) -> list[Any]:
+        """``check(answer, index)`` returns a valid answer to request ``index`` and raises
+        :class:`InvalidAnswer` for one that must be neither used nor stored."""
         keys = [request_key(r, self.described) for r in requests]
         stored = self.cache.get_many(keys)
         answers: list[Any] = [None] * len(requests)
         waiting: dict[str, list[int]] = {}  # key -> indices of the requests it answers
+        invalid = set()
         for index, key in enumerate(keys):
-            if key in stored:
-                answers[index] = decode(stored[key])
-            else:
-                waiting.setdefault(key, []).append(index)
+            if key in stored and key not in invalid:
+                try:
+                    answers[index] = check(decode(stored[key]), index)
+                    continue
+                except (InvalidAnswer, TypeError, ValueError):  # stored before answers were checked, or damaged
+                    invalid.add(key)
+            waiting.setdefault(key, []).append(index)
+        if invalid:
+            log.warning("%d stored %s answers are invalid (e.g. NaN): computing them again", len(invalid), kind)
+            self.cache.discard(sorted(invalid))
         misses = list(waiting)
         hits = len(requests) - sum(len(v) for v in waiting.values())
         self.stats.requests += len(requests)
@@ -283,6 +319,7 @@ class CachedEngine:
 
         def store(miss_index: int, answer: Any) -> None:
             key = misses[miss_index]
+            answer = check(answer, miss_index)  # whatever the engine checked itself: never store a bad answer
             self.cache.put(key, kind, self.described["model_sha256"], self.model_label, encode(answer))
             saved.add(miss_index)
             for index in waiting[key]:
@@ -290,8 +327,11 @@ class CachedEngine:
                 if progress:
                     progress(index, answer)
 
-        computed = compute([requests[waiting[key][0]] for key in misses], progress=store)
-        for miss_index, answer in enumerate(computed):  # an engine that did not report every answer
-            if miss_index not in saved:
-                store(miss_index, answer)
+        try:
+            computed = compute([requests[waiting[key][0]] for key in misses], progress=store)
+            for miss_index, answer in enumerate(computed):  # an engine that did not report every answer
+                if miss_index not in saved:
+                    store(miss_index, answer)
+        except InvalidAnswer as exc:  # numbered among the misses: renumber it as the caller's request
+            raise exc.at(waiting[misses[exc.index]][0]) from None
         return answers

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from evalsuite.engines.base import ClassificationRequest, Progress
+from evalsuite.engines.base import ClassificationRequest, Progress, check_logprobs
 from evalsuite.engines.models import describe_model, finetuned_from, fingerprint, resolve_model, training_card
 from evalsuite.errors import EngineError
 from evalsuite.spec.run import DTYPES
@@ -119,7 +119,10 @@ class ClassifierEngine:
     def classify(
         self, requests: Sequence[ClassificationRequest], progress: Progress | None = None
     ) -> list[tuple[float, ...]]:
-        """Natural-log probabilities of each label (in ``self.labels`` order) for each request."""
+        """Natural-log probabilities of each label (in ``self.labels`` order) for each request.
+
+        A score that is not a log-probability (NaN weights) raises :class:`~evalsuite.engines.base.InvalidAnswer`.
+        """
         import torch
 
         pad = self.tokenizer.pad_token_id or 0
@@ -132,6 +135,7 @@ class ClassifierEngine:
                 logits = self.model(**{k: v.to(self.device) for k, v in inputs.items()}).logits
                 logprobs = torch.log_softmax(logits.double(), dim=-1).tolist()
             for i, row in zip(batch, logprobs):
+                check_logprobs(row, f"model {self.model_path}", i)
                 answers[i] = tuple(row)
                 if progress:
                     progress(i, answers[i])

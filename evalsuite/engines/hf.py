@@ -21,6 +21,7 @@ from evalsuite.engines.base import (
     GenerationRequest,
     LoglikelihoodRequest,
     Progress,
+    check_scores,
     truncate_stop,
 )
 from evalsuite.engines.models import describe_model, finetuned_from, fingerprint, resolve_model
@@ -68,6 +69,7 @@ class HFEngine:
         if adapter:
             net = _with_adapter(net, adapter)
         self.model = net.to(self.device).eval()
+        self.source = f"model {self.model_path}" + (f" with adapter {adapter}" if adapter else "")  # in errors
         limit = getattr(self.model.config, "max_position_embeddings", None) or 2048
         self.max_length = min(max_length or limit, limit)
         self._fingerprint: str | None = None
@@ -105,8 +107,10 @@ class HFEngine:
             for (req_index, cont_index), score in zip(keys, self._within_memory(score_rows, batch)):
                 scores[req_index][cont_index] = score
                 missing[req_index] -= 1
-                if missing[req_index] == 0 and progress:
-                    progress(req_index, tuple(scores[req_index]))
+                if missing[req_index] == 0:
+                    answer = check_scores(scores[req_index], self.source, req_index)  # type: ignore[arg-type]
+                    if progress:
+                        progress(req_index, answer)
         return [tuple(s) for s in scores]  # type: ignore[misc]
 
     def generate(self, requests: Sequence[GenerationRequest], progress: Progress | None = None) -> list[str]:

