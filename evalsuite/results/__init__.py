@@ -4,6 +4,9 @@ A run writes into ``<output>/<run-id>.partial/``: ``samples.jsonl`` streams ther
 ``results.json`` is written last (temporary file, fsync, rename); only then is the folder renamed to
 ``<output>/<run-id>/``. Readers (the leaderboard) only look at complete folders. See ``SCHEMA`` for keys.
 
+Both files are strict JSON: a NaN or an infinity anywhere (which Python would write as the non-JSON ``NaN``
+or ``Infinity``) stops the run with an error naming the field instead of being written.
+
 A running writer holds a lock on its ``samples.jsonl``. When a run finishes, it deletes the ``.partial``
 folders that earlier, killed runs of the same configuration left behind (same run id apart from its time
 stamp, no live process holding their lock), so a resumed run leaves a clean output folder.
@@ -14,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
 import re
 import shutil
@@ -93,15 +97,20 @@ class RunWriter:
             fcntl.flock(self._samples, fcntl.LOCK_EX)  # released by the kernel when this process dies
 
     def write_samples(self, samples: Iterable[dict[str, Any]]) -> None:
+        lines = []  # all encoded first: a sample that cannot be written leaves no part of the batch behind
         for sample in samples:
-            self._samples.write(json.dumps(sample, ensure_ascii=False) + "\n")
+            where = (f"{self.partial / 'samples.jsonl'}: the sample of task {sample.get('task')!r}, variant "
+                     f"{sample.get('variant')!r}, document {sample.get('doc_id')}")
+            lines.append(strict_json(sample, where) + "\n")
+        self._samples.write("".join(lines))
         self._samples.flush()
 
     def finish(self, record: dict[str, Any]) -> Path:
         """Write ``results.json``, publish the folder under its final name, then close the samples."""
         self._samples.flush()
         os.fsync(self._samples.fileno())
-        atomic_write_text(self.partial / "results.json", json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+        text = strict_json(record, str(self.partial / "results.json"), indent=2)
+        atomic_write_text(self.partial / "results.json", text + "\n")
         os.replace(self.partial, self.final)
         # Closed only now: until the rename, its lock tells another run finishing at the same moment that
         # this .partial folder is alive, not a killed run's to delete.
@@ -123,6 +132,33 @@ class RunWriter:
     def abandon(self) -> None:
         if not self._samples.closed:
             self._samples.close()
+
+
+def strict_json(value: Any, where: str, **options: Any) -> str:
+    """``value`` as strict JSON (no ``NaN`` or ``Infinity``); a non-finite number is an error naming its field."""
+    try:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False, **options)
+    except ValueError:
+        found = _non_finite(value)
+        if found is None:
+            raise
+        field, number = found
+        raise EvalsuiteError(f"{where}: field '{field}' is {number}, which strict JSON cannot hold, so the run stops "
+                             "rather than write it (an engine or a metric produced something that is not a "
+                             "number)") from None
+
+
+def _non_finite(value: Any, path: str = "") -> tuple[str, float] | None:
+    """The path (``a.b[2]``) and value of the first non-finite float inside ``value``, or None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (path or "(top)", value)
+    if isinstance(value, dict):
+        items = ((f"{path}.{key}" if path else str(key), item) for key, item in value.items())
+    elif isinstance(value, (list, tuple)):
+        items = ((f"{path}[{i}]", item) for i, item in enumerate(value))
+    else:
+        return None
+    return next((found for sub, item in items if (found := _non_finite(item, sub)) is not None), None)
 
 
 @contextlib.contextmanager
