@@ -7,22 +7,25 @@ on as many machines as needed and list their URLs; requests are shared among the
   ``echo`` and ``logprobs``; the continuation's echoed log-probabilities are summed. One HTTP request per
   document carries all its choices.
 - Generation: ``/v1/completions`` with the token ids of the (already chat-formatted, if asked) prompt.
-- Each endpoint has at most ``concurrency`` requests in flight; a request that meets HTTP 429, a 5xx, a
-  timeout or a connection error is retried with exponential backoff, after which the run stops with an
-  error naming the endpoint. Every answer is reported through ``progress`` as it arrives, so a request cache
-  keeps what was answered and a rerun resumes.
+- Each endpoint has at most ``concurrency`` requests in flight; a request that meets HTTP 429, a 5xx, its
+  deadline (the ``timeout`` option: seconds for the whole request, from connecting to the answer's last byte)
+  or a connection error is retried with exponential backoff, after which the run stops with an error naming
+  the endpoint. Every answer is reported through ``progress`` as it arrives, so a request cache keeps what
+  was answered and a rerun resumes.
 - Every log-probability an endpoint answers is checked (:func:`~evalsuite.engines.base.check_logprobs`): a
   NaN, an infinity, a positive value or a non-number stops the run with an error naming the endpoint.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import queue
 import random
 import threading
 import time
+import weakref
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,17 +71,30 @@ class _Stopped(Exception):
 
 
 class Endpoint:
-    """One server: a connection pool of ``concurrency`` connections and the retry policy."""
+    """One server: a connection pool of ``concurrency`` connections, the request deadline and the retry policy.
+
+    ``timeout`` is a deadline for each whole request. httpx's own timeouts bound each socket read, so a server
+    that trickles a byte now and then (in its headers or its body) would never time out; instead every
+    request runs on an event loop of the endpoint's own (one thread) under ``asyncio.wait_for``, which
+    cancels it at the deadline wherever it is (connecting, sending, reading headers or body) and drops its
+    connection. The callers stay plain threads: each waits for its own request's result.
+    """
 
     def __init__(self, url: str, *, api_key: str | None, timeout: float, concurrency: int, retry: RetryPolicy):
         import httpx
 
         self.url = _base_url(url)
-        self.retry = retry
+        self.retry, self.timeout = retry, timeout
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.client = httpx.Client(
-            headers=headers, timeout=timeout, limits=httpx.Limits(max_connections=concurrency)
-        )
+        self.client = httpx.AsyncClient(headers=headers, timeout=None, limits=httpx.Limits(max_connections=concurrency))
+        self._loop = asyncio.new_event_loop()
+        threading.Thread(target=_serve, args=(self._loop,), daemon=True, name=f"evalsuite-http-{self.url}").start()
+        self._closer = weakref.finalize(self, _close_client, self.client, self._loop)
+
+    def _send(self, method: str, path: str, payload: dict | None) -> Any:
+        """One HTTP request with its whole answer, or TimeoutError at the deadline."""
+        sending = asyncio.wait_for(self.client.request(method, self.url + path, json=payload), self.timeout)
+        return asyncio.run_coroutine_threadsafe(sending, self._loop).result()
 
     def request(self, method: str, path: str, payload: dict | None = None, stop: threading.Event | None = None) -> Any:
         import httpx
@@ -86,9 +102,9 @@ class Endpoint:
         for attempt in range(self.retry.max_retries + 1):
             retry_after = None
             try:
-                response = self.client.request(method, self.url + path, json=payload)
-            except httpx.TimeoutException:
-                problem = f"no answer within {self.client.timeout.read} s"
+                response = self._send(method, path, payload)
+            except TimeoutError:
+                problem = f"no complete answer within the {self.timeout:g} s deadline (engine option timeout)"
             except httpx.TransportError as exc:
                 problem = f"{type(exc).__name__}: {exc}"
             else:
@@ -111,11 +127,26 @@ class Endpoint:
                 raise _Stopped
         raise EngineError(
             f"endpoint {self.url} failed {self.retry.max_retries + 1} times (last: {problem}); check that the "
-            "server is up, or leave it out of the list; a rerun resumes from the request cache"
+            "server is up (a slow one needs a larger --engine-arg timeout=SECONDS), or leave it out of the list; "
+            "a rerun resumes from the request cache"
         )
 
     def close(self) -> None:
-        self.client.close()
+        self._closer()
+
+
+def _serve(loop: asyncio.AbstractEventLoop) -> None:
+    """An endpoint's event loop thread: runs until :func:`_close_client` stops it."""
+    try:
+        loop.run_forever()
+    finally:
+        loop.close()
+
+
+def _close_client(client: Any, loop: asyncio.AbstractEventLoop) -> None:
+    if loop.is_running():
+        asyncio.run_coroutine_threadsafe(client.aclose(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
 
 
 class ServerEngine:
@@ -125,8 +156,11 @@ class ServerEngine:
     ``model_name``: the served model's name (default: ``$EVALSUITE_SERVER_MODEL``, else the one model the
     first endpoint lists). ``api_key`` (default ``$OPENAI_API_KEY``). ``tokenizer``: a model folder, alias or
     hub id whose tokenizer the server's model uses (default: the served model's name or root when that is
-    a local folder or alias). ``adapter``, ``dtype`` and ``batch_size`` belong to the server: serve an
-    adapter with vLLM's ``--lora-modules NAME=DIR`` and pass ``model_name=NAME``.
+    a local folder or alias). ``concurrency``: requests in flight per endpoint. ``timeout``: the deadline in
+    seconds for each whole request (connecting, sending, and reading the entire answer), after which it is
+    retried ``max_retries`` times with waits from ``backoff`` seconds up. ``adapter``, ``dtype`` and
+    ``batch_size`` belong to the server: serve an adapter with vLLM's ``--lora-modules NAME=DIR`` and pass
+    ``model_name=NAME``.
     """
 
     name = "server"
@@ -153,9 +187,9 @@ class ServerEngine:
         urls = [u.strip() for u in (endpoints.split(",") if isinstance(endpoints, str) else endpoints) if u.strip()]
         if not urls:
             raise EngineError("the server engine needs at least one endpoint URL (--model http://host:port)")
-        if concurrency < 1 or max_retries < 0:
-            raise EngineError(f"concurrency must be at least 1 and max_retries at least 0, got {concurrency} and "
-                              f"{max_retries}")
+        if concurrency < 1 or max_retries < 0 or not timeout > 0:
+            raise EngineError(f"concurrency must be at least 1, max_retries at least 0 and timeout above 0 seconds, "
+                              f"got {concurrency}, {max_retries} and {timeout}")
         self.concurrency = int(concurrency)
         retry = RetryPolicy(max_retries=int(max_retries), backoff=float(backoff))
         api_key = api_key or os.environ.get(API_KEY_ENV)
