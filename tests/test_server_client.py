@@ -1,101 +1,20 @@
 """The server engine's HTTP client against a scripted local HTTP server: retries, backoff, clear errors.
 
 The engine against real vLLM servers is tested in test_engine_server.py; here the server's answers are
-scripted so that each failure mode (429, 5xx, timeouts, refused connections, 4xx) happens on cue.
+scripted (scripted_server.py) so that each failure mode (429, 5xx, timeouts, refused connections, 4xx)
+happens on cue.
 """
 
 from __future__ import annotations
 
-import json
 import socket
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from evalsuite.engines import LoglikelihoodRequest, load_engine
 from evalsuite.engines.server import Endpoint, RetryPolicy, ServerEngine
 from evalsuite.errors import EngineError
-from tiny_models import byte_tokenizer
-
-
-class Script:
-    """What the scripted server answers: a queue of (status, delay) failures, then success."""
-
-    def __init__(self):
-        self.failures: list[tuple[int, float]] = []
-        self.posts = 0
-        self.auth: list[str | None] = []
-        self.lock = threading.Lock()
-
-
-def completion(body: dict) -> dict:
-    """An echo answer in the shape vLLM gives: token i's log-probability is -i/10, top-1 is itself."""
-    choices = []
-    for k, prompt in enumerate(body["prompt"] if isinstance(body["prompt"][0], list) else [body["prompt"]]):
-        values = [None] + [-i / 10 for i in range(1, len(prompt))] + [-0.5]
-        tops = [None] + [{f"t{i}": v} for i, v in enumerate(values[1:], 1)]
-        choices.append({"index": k, "text": "generated text. more", "logprobs": {"token_logprobs": values, "top_logprobs": tops}})
-    return {"choices": choices}
-
-
-@pytest.fixture
-def server():
-    script = Script()
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def reply(self, status: int, body: dict) -> None:
-            data = json.dumps(body).encode()
-            try:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-            except BrokenPipeError:  # the client timed out and left, as the timeout test wants
-                pass
-
-        def do_GET(self):
-            self.reply(200, {"data": [{"id": "tiny", "root": "/nowhere/tiny", "max_model_len": 64}]})
-
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            with script.lock:
-                script.posts += 1
-                script.auth.append(self.headers.get("Authorization"))
-                status, delay = script.failures.pop(0) if script.failures else (200, 0.0)
-            time.sleep(delay)
-            if status == 200:
-                self.reply(200, completion(body))
-            else:
-                self.reply(status, {"error": {"message": f"scripted {status}"}})
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", script
-    httpd.shutdown()
-    httpd.server_close()
-
-
-@pytest.fixture(scope="module")
-def tokenizer_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tok")
-    byte_tokenizer().save_pretrained(path)
-    return str(path)
-
-
-def engine(url: str, tokenizer_dir: str, **options) -> ServerEngine:
-    options = {"max_retries": 3, "backoff": 0.01, "tokenizer": tokenizer_dir, **options}
-    return load_engine("server", url, **options)
-
-
-def request(n_ctx: int = 3) -> LoglikelihoodRequest:
-    return LoglikelihoodRequest(tuple(range(1, n_ctx + 1)), ((50, 51), (60,)))
+from scripted_server import engine, request, server, tokenizer_dir  # noqa: F401 - fixtures
 
 
 def test_scores_are_the_echoed_continuation_logprobs(server, tokenizer_dir):
