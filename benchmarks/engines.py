@@ -18,14 +18,15 @@ import numpy as np
 
 
 def requests_for(tokenizer, task_name: str, prompt: str, limit: int, shots: int, data_dir: str | None):
-    from evalsuite.api import _instances, load_tasks
+    from evalsuite.api import load_tasks
+    from evalsuite.pipeline.render import render_instances
     from evalsuite.data import default_data_dir, load_split
     from evalsuite.engines import encode_choices
     from evalsuite.prompting import PromptRenderer
 
     task = load_tasks()[task_name]
     folder = data_dir or default_data_dir()
-    instances, _, _ = _instances(task, PromptRenderer(task, task.prompt(prompt)), lambda t, s: load_split(t, s, folder),
+    instances, _, _ = render_instances(task, PromptRenderer(task, task.prompt(prompt)), lambda t, s: load_split(t, s, folder),
                                  shots=shots, seed=0, limit=limit, sampler=None)
     return [encode_choices(tokenizer, i.context, i.continuations) for i in instances]
 

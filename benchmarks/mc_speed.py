@@ -39,7 +39,8 @@ LMEVAL = "lm-eval==0.4.13"
 def prepare(tasks: list[str], shots: list[int], limit: int, seed: int, data_dir: Path, out: Path) -> list[dict]:
     """Render every task × shots once with evalsuite; write lm-eval task files beside the JSONL docs."""
     sys.path.insert(0, str(ROOT))
-    from evalsuite.api import _instances, load_tasks
+    from evalsuite.api import load_tasks
+    from evalsuite.pipeline.render import render_instances
     from evalsuite.data import load_split
     from evalsuite.prompting import PromptRenderer
 
@@ -49,7 +50,7 @@ def prepare(tasks: list[str], shots: list[int], limit: int, seed: int, data_dir:
         task = catalog[name]
         renderer = PromptRenderer(task, task.prompts[0])
         for k in shots:
-            instances, _, _ = _instances(
+            instances, _, _ = render_instances(
                 task, renderer, lambda t, s: load_split(t, s, data_dir), shots=k, seed=seed, limit=limit,
                 sampler="fixed" if k else None,
             )

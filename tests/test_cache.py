@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from evalsuite import cli
-from evalsuite.api import _instances, evaluate, load_tasks
+from evalsuite.api import evaluate, load_tasks
+from evalsuite.pipeline.render import render_instances
 from evalsuite.data import load_split
 from evalsuite.engines import ContinuationScore, GenerationRequest, LoglikelihoodRequest, encode_choices, load_engine
 from evalsuite.engines.cache import CachedEngine, RequestCache, request_key
@@ -244,7 +245,7 @@ def keys_by_task(model: Path, data_dir: Path) -> dict[str, list[str]]:
     keys = {}
     for name in TASKS:
         task = catalog[name]
-        instances, _, _ = _instances(task, PromptRenderer(task, task.prompts[0]), lambda t, s: load_split(t, s, data_dir),
+        instances, _, _ = render_instances(task, PromptRenderer(task, task.prompts[0]), lambda t, s: load_split(t, s, data_dir),
                                      shots=0, seed=0, limit=LIMIT, sampler=None)
         keys[name] = [request_key(encode_choices(engine.tokenizer, i.context, i.continuations), described)
                       for i in instances]

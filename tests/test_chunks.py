@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-import evalsuite.api as api
+import evalsuite.pipeline.render as render
 from evalsuite.api import evaluate
 from evalsuite.engines import ContinuationScore
 from evalsuite.results import read_samples
@@ -71,8 +71,8 @@ def test_chunked_evaluation_equals_one_chunk(case, tmp_path, data_dir, monkeypat
     options = dict(CASES[case])
     head = options.pop("head", False)
     runs, calls = [], []
-    for chunk_docs in (api.CHUNK_DOCS, 5):
-        monkeypatch.setattr(api, "CHUNK_DOCS", chunk_docs)
+    for chunk_docs in (render.CHUNK_DOCS, 5):
+        monkeypatch.setattr(render, "CHUNK_DOCS", chunk_docs)
         engine = ContentEngine(byte_tokenizer(), head)
         runs.append(evaluate("scripted", engine=engine, data_dir=data_dir, output=tmp_path / str(chunk_docs),
                              progress=False, n_boot=200, cache=False, seed=3, **options))

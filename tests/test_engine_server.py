@@ -18,7 +18,8 @@ from vllm_support import Server, core_groups, require_vllm
 
 require_vllm()
 
-from evalsuite.api import _instances, load_tasks  # noqa: E402
+from evalsuite.api import load_tasks  # noqa: E402
+from evalsuite.pipeline.render import render_instances
 from evalsuite.cli import main  # noqa: E402
 from evalsuite.data import load_split  # noqa: E402
 from evalsuite.engines import GenerationRequest, LoglikelihoodRequest, encode_choices, encode_context  # noqa: E402
@@ -44,7 +45,7 @@ def servers(tmp_path_factory):
 
 def task_requests(tokenizer, data_dir, task: str, variant: str, limit: int) -> list[LoglikelihoodRequest]:
     spec = load_tasks()[task]
-    instances, _, _ = _instances(spec, PromptRenderer(spec, spec.prompt(variant)),
+    instances, _, _ = render_instances(spec, PromptRenderer(spec, spec.prompt(variant)),
                                  lambda t, s: load_split(t, s, data_dir), shots=0, seed=0, limit=limit, sampler=None)
     return [encode_choices(tokenizer, i.context, i.continuations) for i in instances]
 

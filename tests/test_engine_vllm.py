@@ -9,7 +9,8 @@ from vllm_support import require_vllm
 
 require_vllm()
 
-from evalsuite.api import _instances, load_tasks  # noqa: E402
+from evalsuite.api import load_tasks  # noqa: E402
+from evalsuite.pipeline.render import render_instances
 from evalsuite.data import load_split  # noqa: E402
 from evalsuite.engines import GenerationRequest, LoglikelihoodRequest, encode_choices, encode_context  # noqa: E402
 from evalsuite.engines.hf import HFEngine  # noqa: E402
@@ -21,7 +22,7 @@ from evalsuite.prompting import PromptRenderer  # noqa: E402
 def task_requests(tokenizer, data_dir, task: str, variant: str, limit: int, shots: int = 0) -> list[LoglikelihoodRequest]:
     spec = load_tasks()[task]
     renderer = PromptRenderer(spec, spec.prompt(variant))
-    instances, _, _ = _instances(
+    instances, _, _ = render_instances(
         spec, renderer, lambda t, s: load_split(t, s, data_dir), shots=shots, seed=0, limit=limit, sampler=None
     )
     return [encode_choices(tokenizer, i.context, i.continuations) for i in instances]

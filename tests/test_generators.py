@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from evalsuite.api import _instances, load_tasks
+from evalsuite.api import load_tasks
+from evalsuite.pipeline.render import render_instances
 from evalsuite.data import GeneratedDocs, content_hash, load_split
 from evalsuite.data.generators import GENERATORS, generate
 from evalsuite.errors import SpecError
@@ -325,7 +326,7 @@ def test_each_generated_task_renders_every_variant(catalog, task_name):
     for prompt in task.prompts:
         renderer = PromptRenderer(task, prompt)
         for shots in (0, 2):
-            instances, _, _ = _instances(task, renderer, lambda t, s: splits[s], shots=shots, seed=1,
+            instances, _, _ = render_instances(task, renderer, lambda t, s: splits[s], shots=shots, seed=1,
                                          limit=6, sampler=None)
             for inst, doc in zip(instances, docs):
                 assert 0 <= inst.gold < len(inst.answer_values or inst.continuations)

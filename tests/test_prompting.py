@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from evalsuite.api import _instances, load_tasks
+from evalsuite.api import load_tasks
+from evalsuite.pipeline.render import render_instances
 from evalsuite.data import Split, load_split
 from evalsuite.errors import TemplateError
 from evalsuite.prompting import FewshotSampler, PromptRenderer
@@ -94,7 +95,7 @@ def test_gold_follows_the_document_label(data_dir):
 def few_shot(task_name: str, data_dir: Path, *, shots=3, seed=0, limit=12, sampler=None, variant=None):
     task = CATALOG[task_name]
     renderer = PromptRenderer(task, task.prompt(variant) if variant else task.prompts[0])
-    instances, evaluated, pool = _instances(task, renderer, split_loader(data_dir), shots=shots, seed=seed,
+    instances, evaluated, pool = render_instances(task, renderer, split_loader(data_dir), shots=shots, seed=seed,
                                             limit=limit, sampler=sampler)
     return task, renderer, instances, evaluated, pool
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from evalsuite.api import _instances, load_tasks
+from evalsuite.api import load_tasks
+from evalsuite.pipeline.render import render_instances
 from evalsuite.data import load_split
 from evalsuite.engines import encode_choices, load_engine
 from evalsuite.prompting import PromptRenderer
@@ -25,7 +26,7 @@ def test_known_continuation_logprobs(smollm2):
 def test_copa_loglikelihoods_do_not_depend_on_batch_size(smollm2, data_dir):
     task = load_tasks()["copa"]
     renderer = PromptRenderer(task, task.prompts[0])
-    instances, _, _ = _instances(
+    instances, _, _ = render_instances(
         task, renderer, lambda t, s: load_split(t, s, data_dir), shots=0, seed=0, limit=24, sampler=None
     )
     requests = [encode_choices(smollm2.tokenizer, i.context, i.continuations) for i in instances]

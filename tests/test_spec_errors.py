@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from evalsuite import api, cli
+from evalsuite import api, cli, pipeline
+from evalsuite.pipeline.load import check_metrics
 from evalsuite.errors import EvalsuiteError, SpecError, TemplateError
 from evalsuite.prompting import PromptRenderer
 from evalsuite.spec import find_tasks, load_task
@@ -226,7 +227,7 @@ def test_missing_variable_in_a_few_shot_example_is_reported_too(tmp_path):
 def test_unknown_metric_is_named_with_task_file_and_field(tmp_path):
     task = load(tmp_path, GOOD_TASK.replace("metrics: [accuracy]", "metrics: [accuracy, acuracy]"))
     with pytest.raises(SpecError) as info:
-        api._check_metrics(task)
+        check_metrics(task)
     message = str(info.value)
     assert str(task.path) in message and "field 'metrics'" in message and "'acuracy'" in message
 
@@ -237,7 +238,7 @@ def test_unknown_metric_stops_evaluate_before_any_model_loads(tmp_path, monkeypa
     def no_engine(*args, **kwargs):
         raise AssertionError("the engine was loaded before the task's metrics were checked")
 
-    monkeypatch.setattr(api, "load_engine", no_engine)
+    monkeypatch.setattr(pipeline, "load_engine", no_engine)
     with pytest.raises(SpecError) as info:
         api.evaluate("no-such-model", "toy", task_dirs=[path.parent], prompt_dirs=[prompt_dir],
                      data_dir=tmp_path, output=tmp_path / "results", progress=False)

@@ -11,7 +11,6 @@ one variant on each side, those two pair whatever their names (comparing prompti
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,8 @@ import pandas as pd
 
 from evalsuite.errors import EvalsuiteError, MetricError
 from evalsuite.leaderboard import gather
-from evalsuite.results import read_run, read_samples
+from evalsuite.results import read_run, read_samples, records
+from evalsuite.results.records import Outcome, Sample
 from evalsuite.scoring import Predictions
 from evalsuite.scoring.stats import PairedTest, holm, paired_test
 from evalsuite.spec import setting_label
@@ -31,7 +31,6 @@ __all__ = ["Comparison", "Evaluation", "Side", "TaskComparison", "compare", "eva
            "parse_side", "predictions", "render_text", "system_label"]
 
 SELECTOR_KEYS = ("model", "adapter", "setting", "prompt")
-_POSITIVE = re.compile(r"positive class '.*?' \(index (\d+)\)")
 
 
 @dataclass(frozen=True, eq=False)
@@ -71,21 +70,6 @@ class Side:
     evaluations: dict[tuple[str, str], Evaluation]
 
 
-def _labels(ev: dict[str, Any], samples: list[dict[str, Any]]) -> tuple[str, ...]:
-    if ev.get("confusion"):
-        return tuple(ev["confusion"])  # gold labels in class-index order, as the run scored them
-    width = max([len(s.get("choices") or ()) for s in samples] + [s["gold"] + 1 for s in samples] + [1])
-    return tuple(chr(ord("A") + k) for k in range(width))
-
-
-def _positive(ev: dict[str, Any]) -> int | None:
-    for metric in ev.get("metrics", {}).values():
-        found = _POSITIVE.search(metric.get("definition") or "")
-        if found:
-            return int(found.group(1))
-    return None
-
-
 def load_run(folder: Path) -> list[Evaluation]:
     """Every evaluation of a run folder, with its samples."""
     folder = Path(folder)
@@ -104,7 +88,7 @@ def load_run(folder: Path) -> list[Evaluation]:
         out.append(Evaluation(
             run_id=record["run_id"], model=str(cfg.get("model")), adapter=cfg.get("adapter") or "",
             setting=setting_label(cfg.get("mode"), cfg.get("shots")), task=ev["task"], category=ev.get("category") or "",
-            variant=ev["variant"], main_metric=ev["main_metric"], labels=_labels(ev, docs), positive=_positive(ev),
+            variant=ev["variant"], main_metric=ev["main_metric"], labels=tuple(ev["labels"]), positive=ev["positive"],
             data_hash=(ev.get("hashes") or {}).get("data"), metrics=ev.get("metrics") or {},
             confusion=ev.get("confusion") or {}, samples=tuple(docs)))
     return out
@@ -177,18 +161,7 @@ def parse_side(spec: str, run_dirs: Sequence[Path] = (Path("results"),),
 
 def predictions(ev: Evaluation, samples: Sequence[dict[str, Any]]) -> Predictions:
     """The scoring input of some of an evaluation's samples, coded as the run coded it."""
-    gold = np.array([s["gold"] for s in samples], dtype=np.int64)
-    if (gold < 0).any():  # free-form targets: correctness is answer match, coded as class 0 vs unparseable
-        gold = np.zeros(len(samples), dtype=np.int64)
-    norm = [s.get("pred_norm") for s in samples]
-    extracted = "extracted" in (samples[0] if samples else {})
-    return Predictions(
-        pred=np.array([s["pred"] for s in samples], dtype=np.int64), gold=gold, n_classes=len(ev.labels),
-        labels=ev.labels, positive=ev.positive,
-        pred_norm=np.array(norm, dtype=np.int64) if samples and None not in norm else None,
-        pred_text=tuple(s.get("extracted") for s in samples) if extracted else None,
-        gold_text=tuple(s.get("gold_text") for s in samples) if extracted else None,
-    )
+    return records.predictions([Outcome.of(Sample.from_dict(s)) for s in samples], ev.labels, ev.positive)
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,10 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from evalsuite.errors import EvalsuiteError
+from evalsuite.results.records import upgrade_v1
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # schema 1 is upgraded on reading (evalsuite.results.records.upgrade_v1)
 PARTIAL = ".partial"
 # A run id (made by evalsuite.api) is "<UTC stamp>-<model>-<mode>-<8 hex digits of the configuration
 # hash>", with "-<n>" appended when two runs start in the same second; all but the stamp names the configuration.
@@ -48,7 +50,9 @@ SCHEMA = {
     "(distinct requests sent to the model); null when the run used no cache",
     "evaluations": "one entry per task x prompt variant: task, category, variant, method, split, n, "
     "main_metric, metrics{name: {value, low, high, definition}}, confusion{gold: {pred: count}}, "
-    "hashes{task, prompt, data, fewshot_data}, origin, license, timing_s, docs_per_s; when documents have a "
+    "hashes{task, prompt, data, fewshot_data}, origin, license, timing_s, docs_per_s, labels (class names in "
+    "class-index order: gold and pred in samples.jsonl index them), positive (index of the positive class for "
+    "binary F1, null: class 1); when documents have a "
     "'difficulty' (generated tasks): by_difficulty{level: {n, accuracy, low, high, unparseable_rate}}; with "
     "several samples per document: self_consistency{samples, temperature, vote, agreement{value, low, high, "
     "definition}}",
@@ -204,9 +208,11 @@ def read_run(folder: Path) -> dict[str, Any]:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise EvalsuiteError(f"{path}: not a readable results file ({exc})") from None
-    if record.get("schema_version") != SCHEMA_VERSION:
-        raise EvalsuiteError(f"{path}: schema_version {record.get('schema_version')!r} is not {SCHEMA_VERSION}")
-    return record
+    version = record.get("schema_version") if isinstance(record, dict) else None
+    if version not in READABLE_VERSIONS:
+        raise EvalsuiteError(f"{path}: schema_version {version!r} is not one this evalsuite reads "
+                             f"({', '.join(map(str, READABLE_VERSIONS))}); read it with the evalsuite that wrote it")
+    return upgrade_v1(record) if version == 1 else record
 
 
 def read_samples(folder: Path) -> list[dict[str, Any]]:

@@ -131,6 +131,7 @@ class Metric:
     per_doc: Callable[[Predictions], np.ndarray]  # (n,) per-document values / cell codes
     stat: Callable[[np.ndarray, Predictions], np.ndarray]  # (B, n) gathered values -> (B,)
     describe: Callable[[Predictions], str]
+    loglikelihood_only: bool = False  # needs every choice's log-likelihood (pred_norm): not for generated answers
 
 
 METRICS: Registry[Metric] = Registry("metric", "evalsuite.metrics", MetricError)
@@ -310,7 +311,7 @@ register_metric(Metric(
     "accuracy_norm", _correct_norm, document_mean,
     lambda p: ("accuracy_norm: mean(pred_norm == gold), where pred_norm is the choice with the highest "
                "log-likelihood divided by the choice's length in UTF-8 bytes "
-               f"(lm-evaluation-harness acc_norm); {_UNP}")))
+               f"(lm-evaluation-harness acc_norm); {_UNP}"), loglikelihood_only=True))
 register_metric(Metric(
     "f1", _cell_codes, _auto_f1,
     lambda p: "f1 (" + ("binary, 2 classes" if p.n_classes == 2 else f"macro, {p.n_classes} classes")
@@ -341,6 +342,25 @@ register_metric(Metric(
 register_metric(Metric(
     "unparseable_rate", lambda p: (p.pred == UNPARSEABLE).astype(np.float64), document_mean,
     lambda p: "unparseable_rate: mean(pred == -1), the fraction of answers that could not be parsed"))
+
+
+def choose(logprobs: Sequence[float], choices: Sequence[str]) -> tuple[int, int]:
+    """The predicted choice of a log-likelihood prompt, and the one ``accuracy_norm`` scores: the highest
+    log-likelihood, and the highest log-likelihood per UTF-8 byte of the choice."""
+    byte_lengths = [max(len(c.encode("utf-8")), 1) for c in choices]
+    return int(np.argmax(logprobs)), int(np.argmax(np.asarray(logprobs) / np.asarray(byte_lengths)))
+
+
+def metrics_for(names: Sequence[str], method: str) -> list[str]:
+    """The metrics a task × prompt method reports: those that need every choice's log-likelihood only for
+    log-likelihood prompts (generated answers and classification heads have none), and ``unparseable_rate``
+    always for generation prompts."""
+    if method == "loglikelihood":
+        return list(names)
+    kept = [name for name in names if not resolve_metric(name).loglikelihood_only]
+    if method == "generation" and "unparseable_rate" not in kept:
+        kept.append("unparseable_rate")
+    return kept
 
 
 def bootstrap_indices(n: int, n_boot: int, seed: int) -> np.ndarray:

@@ -1,11 +1,11 @@
-"""Frozen, validated specifications: tasks (YAML), prompt variants (Jinja with a YAML header) and what a
-run may ask for (modes, shots, dtypes).
+"""Frozen, validated specifications: tasks (YAML), prompt variants (Jinja with a YAML header) and runs
+(what a run may ask for: modes, shots, dtypes, and the whole request as a ``RunSpec``).
 
 Every error raised here is a :class:`~evalsuite.errors.SpecError` naming the file and the field.
 """
 
 from evalsuite.spec.prompt import AnswerRule, PromptSpec, load_prompt
-from evalsuite.spec.run import DEFAULT_SHOTS, DTYPES, MODES, mode_and_shots, setting_label
+from evalsuite.spec.run import DEFAULT_SHOTS, DTYPES, MODES, RunSpec, mode_and_shots, setting_label
 from evalsuite.spec.task import (
     CATEGORIES,
     SAMPLERS,
@@ -27,6 +27,7 @@ __all__ = [
     "DEFAULT_SHOTS",
     "DTYPES",
     "MODES",
+    "RunSpec",
     "SAMPLERS",
     "AnswerRule",
     "GeneratedSource",

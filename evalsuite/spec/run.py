@@ -1,9 +1,16 @@
-"""What a run may ask for: its mode and number of few-shot examples, and the dtypes engines compute in.
+"""What a run asks for: the whole request as a frozen ``RunSpec``, its mode and number of few-shot examples,
+and the dtypes engines compute in.
 
-The command line offers these values, ``evaluate`` checks them and leaderboards name a run's setting by them.
+A ``RunSpec`` is made of plain values, so it can be logged, hashed and written into the run record as it is
+(its ``config``). Every check that needs no data and no model happens when it is built, before either loads.
+The command line offers these values, and leaderboards name a run's setting by them.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 from evalsuite.errors import SpecError
 
@@ -34,3 +41,84 @@ def setting_label(mode: str | None, shots: int | None) -> str:
     if mode == "few-shot" or (mode is None and shots):
         return f"{shots}-shot"
     return str(mode or "zero-shot")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What to evaluate and how (see :func:`evalsuite.evaluate` for each option)."""
+
+    model: str
+    tasks: str | tuple[str, ...] = "starter"
+    engine: str = "hf"
+    mode: str | None = None  # None: few-shot when shots > 0, else zero-shot
+    shots: int | None = None  # None: 5 in few-shot mode, else 0
+    prompts: str | tuple[str, ...] | None = None
+    limit: int | None = None
+    seed: int = 0
+    batch_size: int = 8
+    dtype: str = "float32"
+    adapter: str | None = None
+    data_dir: Path | None = None
+    output: Path = Path("results")
+    task_dirs: tuple[Path, ...] = ()
+    prompt_dirs: tuple[Path, ...] = ()
+    fewshot_sampler: str | None = None
+    chat_template: bool = False
+    n_boot: int = 1000
+    progress: bool = True
+    data_seed: int | None = None
+    samples: int = 1
+    temperature: float = 0.0
+    skip_unavailable: bool = False
+    cache: bool | Path = True
+    engine_args: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        mode, shots = mode_and_shots(self.mode, self.shots)
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 - frozen dataclass
+        set_("mode", mode)
+        set_("shots", shots)
+        for name in ("tasks", "prompts"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                set_(name, tuple(value))
+        set_("task_dirs", tuple(Path(p) for p in self.task_dirs))
+        set_("prompt_dirs", tuple(Path(p) for p in self.prompt_dirs))
+        set_("output", Path(self.output))
+        if self.data_dir is not None:
+            set_("data_dir", Path(self.data_dir))
+        if self.cache is None:
+            set_("cache", False)
+        elif self.cache is not True and self.cache is not False:
+            set_("cache", Path(self.cache))
+        set_("engine_args", dict(self.engine_args or {}))
+        if self.limit is not None and self.limit < 1:
+            raise SpecError(f"--limit must be at least 1, got {self.limit}")
+        if self.samples < 1 or self.temperature < 0 or (self.samples > 1 and self.temperature == 0):
+            raise SpecError(f"--samples {self.samples} --temperature {self.temperature}: samples must be at least "
+                            "1, the temperature at least 0, and several samples need a temperature above 0 to differ")
+
+    def config(self, engine_name: str, data_dir: Path | None, tasks: Sequence[str]) -> dict[str, Any]:
+        """The ``config`` entry of results.json: the request as run (the engine as it named itself, the data
+        folder actually used, the tasks actually evaluated)."""
+        return {
+            "model": self.model,
+            "engine": engine_name,
+            "adapter": self.adapter,
+            "mode": self.mode,
+            "shots": self.shots,
+            "seed": self.seed,
+            "tasks": list(tasks),
+            "prompts": list(self.prompts) if isinstance(self.prompts, tuple) else self.prompts,
+            "limit": self.limit,
+            "batch_size": self.batch_size,
+            "dtype": self.dtype,
+            "data_dir": str(data_dir) if data_dir else None,
+            "fewshot_sampler": self.fewshot_sampler,
+            "chat_template": self.chat_template,
+            "n_boot": self.n_boot,
+            "data_seed": self.data_seed,
+            "samples": self.samples,
+            "temperature": self.temperature,
+            "engine_args": dict(self.engine_args),
+        }

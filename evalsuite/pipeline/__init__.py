@@ -1,0 +1,229 @@
+"""The evaluation pipeline: load → render → answer → score → record, one named stage per module.
+
+:func:`run` takes a :class:`~evalsuite.spec.RunSpec` and writes a run folder. Everything that needs no model
+(task selection, metrics, prompt variants, data) is loaded and checked before the engine is.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evalsuite.data import default_data_dir
+from evalsuite.engines import Engine, load_engine
+from evalsuite.engines.cache import CachedEngine, RequestCache
+from evalsuite.errors import DataError, SpecError
+from evalsuite.pipeline.answer import answer, with_scores
+from evalsuite.pipeline.load import Splits, check_metrics, load_tasks, select_tasks, variants
+from evalsuite.pipeline.record import doc_hash, record, run_id, sha256, versions
+from evalsuite.pipeline.render import chunks, fewshot_renderer
+from evalsuite.pipeline.score import Tally, score
+from evalsuite.prompting import PromptRenderer
+from evalsuite.results import SCHEMA_VERSION, RunWriter
+from evalsuite.results.records import EvaluationRecord, Sample
+from evalsuite.spec import PromptSpec, RunSpec, TaskSpec
+
+# The variant name of evaluations answered by a classification head (no prompt is involved).
+CLASSIFIER_VARIANT = "head"
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A finished run: its folder and its ``results.json`` record."""
+
+    path: Path
+    record: dict[str, Any]
+
+    def metric(self, task: str, name: str, variant: str | None = None) -> float:
+        for ev in self.record["evaluations"]:
+            if ev["task"] == task and (variant is None or ev["variant"] == variant):
+                return ev["metrics"][name]["value"]
+        raise KeyError(f"no evaluation of task {task!r} (variant {variant!r}) in this run")
+
+
+def run(spec: RunSpec, engine: Engine | Any | None = None) -> RunResult:
+    """Evaluate ``spec`` (with ``engine`` when given, else the engine the spec names) and write its run folder."""
+    started = time.perf_counter()
+    data_dir = spec.data_dir or default_data_dir()
+    splits = Splits(data_dir, spec.data_seed)
+    selected, skipped = _load(spec, splits)
+
+    load_started = time.perf_counter()
+    if engine is None:
+        options = {"adapter": spec.adapter, "dtype": spec.dtype, "batch_size": spec.batch_size, **spec.engine_args}
+        engine = load_engine(spec.engine, spec.model, **options)
+    engine_load_s = time.perf_counter() - load_started
+    cached = None
+    if hasattr(engine, "classify"):  # a classification checkpoint: its head answers, prompts play no part
+        _check_classifier(engine, selected, spec.mode)
+        plan: list[tuple[TaskSpec, PromptSpec | None]] = [(task, None) for task in selected]
+    else:
+        plan = [(task, prompt) for task in selected for prompt in variants(task, spec.prompts)]
+        cached = _with_cache(engine, spec.cache)
+        engine = cached or engine
+    described = engine.describe()
+
+    config = spec.config(described.get("engine", spec.engine), data_dir, [t.name for t in selected])
+    writer = RunWriter(spec.output, run_id(datetime.now(timezone.utc), spec.model, spec.mode, spec.shots, config,
+                                           described.get("model_sha256")))
+    evaluations = []
+    try:
+        for task, prompt in plan:
+            if prompt is None:
+                evaluations.append(_classify_task(engine, task, splits, writer, spec))
+            else:
+                evaluations.append(_evaluate_task(engine, task, prompt, splits, writer, spec))
+    except BaseException:
+        writer.abandon()
+        raise
+    finally:
+        if cached:
+            cached.cache.close()
+    record_ = {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": writer.run_id,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "config": config,
+        "model": described,
+        "versions": versions(),
+        "timings": {"engine_load_s": round(engine_load_s, 3), "total_s": round(time.perf_counter() - started, 3)},
+        "cache": cached.summary() if cached else None,
+        "evaluations": [ev.to_dict() for ev in evaluations],
+        "skipped": skipped,
+    }
+    return RunResult(writer.finish(record_), record_)
+
+
+def _load(spec: RunSpec, splits: Splits) -> tuple[list[TaskSpec], list[dict[str, str]]]:
+    """The load stage: the selected tasks, checked, with their data read (or skipped when unavailable)."""
+    selected = select_tasks(load_tasks(spec.task_dirs, spec.prompt_dirs), spec.tasks)
+    for task in selected:
+        check_metrics(task)
+        variants(task, spec.prompts)
+    skipped = []
+    for task in list(selected):
+        try:
+            splits(task, task.eval_split)
+            if spec.shots and task.fewshot_split:
+                splits(task, task.fewshot_split)
+        except DataError as exc:
+            if not spec.skip_unavailable:
+                raise
+            skipped.append({"task": task.name, "reason": str(exc)})
+            selected.remove(task)
+    if not selected:
+        raise DataError("no selected task has its data available: " + "; ".join(s["reason"] for s in skipped))
+    return selected, skipped
+
+
+def _with_cache(engine: Engine, cache: bool | Path) -> CachedEngine | None:
+    if cache is False:
+        return None
+    if not engine.describe().get("model_sha256"):
+        log.warning("the engine reports no weights fingerprint (model_sha256): its answers are not cached")
+        return None
+    return CachedEngine(engine, RequestCache(None if cache is True else cache))
+
+
+def _evaluate_task(engine: Engine, task: TaskSpec, prompt: PromptSpec, splits: Splits, writer: RunWriter,
+                   spec: RunSpec) -> EvaluationRecord:
+    """One task × prompt variant, chunk by chunk: render → answer → (write) → score → record."""
+    started = time.perf_counter()
+    evaluated = splits(task, task.eval_split)
+    render, pool = fewshot_renderer(task, PromptRenderer(task, prompt), splits, shots=spec.shots, seed=spec.seed,
+                                    sampler=spec.fewshot_sampler)
+    n_samples = spec.samples if prompt.method == "generation" else 1
+    n_docs = min(len(evaluated.docs), spec.limit or len(evaluated.docs))
+    bar = _progress_bar(n_docs * n_samples, f"{task.name}/{prompt.name}", spec.progress)
+    tally = Tally()
+    try:
+        for chunk in chunks(evaluated.docs, spec.limit):
+            instances = [render(doc, i) for i, doc in chunk]
+            samples = answer(engine, task, prompt, instances, chat_template=spec.chat_template, seed=spec.seed,
+                             n_samples=n_samples, temperature=spec.temperature,
+                             progress=(lambda i, answer: bar.update(1)) if bar else None)
+            samples = [_keyed(sample, doc) for (_, doc), sample in zip(chunk, samples)]
+            if task.graded:
+                samples = with_scores(instances, samples)
+            writer.write_samples(s.to_dict() for s in samples)
+            tally.add(samples, instances)
+    finally:
+        if bar:
+            bar.close()
+    elapsed = time.perf_counter() - started
+    scores = score(task, prompt.method, tally, tally.labels(task), n_boot=spec.n_boot, seed=spec.seed,
+                   n_samples=n_samples, temperature=spec.temperature)
+    hashes = {"prompt": sha256(prompt.source), "fewshot_data": pool.sha256 if pool else None}
+    return record(task, prompt.name, prompt.method, scores, evaluated, hashes, elapsed)
+
+
+def _keyed(sample: Sample, doc: dict) -> Sample:
+    """A sample with its document's content hash, and its difficulty when it has one (the report plots
+    accuracy per level from samples)."""
+    difficulty = doc.get("difficulty")
+    return replace(sample, doc_hash=doc_hash(doc), difficulty=difficulty if type(difficulty) is int else None)
+
+
+def _check_classifier(engine: Any, tasks: list[TaskSpec], mode: str) -> None:
+    """A classification checkpoint answers a task only in fine-tuned mode, with the task's own label set."""
+    if mode != "fine-tuned":
+        raise SpecError(f"{engine.model_path} is a classification checkpoint: evaluate it with --mode fine-tuned")
+    for task in tasks:
+        if task.inputs is None or task.labels is None:
+            raise SpecError(f"{task.path}: field 'inputs': a classification checkpoint needs the task's inputs and "
+                            f"labels, and task '{task.name}' lacks them")
+        if sorted(engine.labels) != sorted(task.labels):
+            raise SpecError(f"{engine.model_path}: the checkpoint's head predicts {list(engine.labels)}, but task "
+                            f"'{task.name}' has labels {list(task.labels)}: was it fine-tuned on another task?")
+
+
+def _classify_task(engine: Any, task: TaskSpec, splits: Splits, writer: RunWriter,
+                   spec: RunSpec) -> EvaluationRecord:
+    """A classification checkpoint on one task: the prediction is the head's most probable label."""
+    from evalsuite.engines.classifier import encode_texts
+
+    started = time.perf_counter()
+    renderer = PromptRenderer(task, task.prompts[0])
+    evaluated = splits(task, task.eval_split)
+    to_head = [engine.labels.index(label) for label in task.labels]  # task label k is head output to_head[k]
+    n_docs = min(len(evaluated.docs), spec.limit or len(evaluated.docs))
+    bar = _progress_bar(n_docs, f"{task.name}/{CLASSIFIER_VARIANT}", spec.progress)
+    tally = Tally()
+    try:
+        for chunk in chunks(evaluated.docs, spec.limit):
+            texts = [renderer.inputs_of(doc, i) for i, doc in chunk]
+            golds = [renderer.gold_of(doc, i, renderer.choices_of(doc, i))[0] for i, doc in chunk]
+            requests = [encode_texts(engine.tokenizer, t, engine.max_length) for t in texts]
+            answers = engine.classify(requests, progress=(lambda i, answer: bar.update(1)) if bar else None)
+            samples = []
+            for (doc_id, _), inputs, gold, scores in zip(chunk, texts, golds, answers):
+                logprobs = tuple(scores[k] for k in to_head)
+                samples.append(Sample(task=task.name, variant=CLASSIFIER_VARIANT, doc_id=doc_id, fewshot_ids=(),
+                                      inputs=tuple(inputs), choices=tuple(task.labels), label_logprobs=logprobs,
+                                      pred=int(np.argmax(logprobs)), gold=gold,
+                                      gold_text=task.labels[gold]))
+            writer.write_samples(s.to_dict() for s in samples)
+            tally.add(samples)
+    finally:
+        if bar:
+            bar.close()
+    elapsed = time.perf_counter() - started
+    scores = score(task, "classifier", tally, tuple(task.labels), n_boot=spec.n_boot, seed=spec.seed)
+    return record(task, CLASSIFIER_VARIANT, "classifier", scores, evaluated, {"prompt": None, "fewshot_data": None},
+                  elapsed)
+
+
+def _progress_bar(total: int, name: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=name, unit="doc", dynamic_ncols=True)

@@ -1,0 +1,75 @@
+"""Render: documents through a prompt variant with their few-shot examples, into engine-ready instances."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from evalsuite.data import Split
+from evalsuite.errors import SpecError
+from evalsuite.prompting import FewshotSampler, Instance, PromptRenderer
+from evalsuite.spec import TaskSpec
+
+# Evaluated documents are rendered, answered, written to samples.jsonl and dropped this many at a time, so a
+# run's memory does not grow with the split; a usual test set still goes to the engine in one call, which
+# lets it batch by length and share prompt prefixes across all of it.
+CHUNK_DOCS = 2048
+
+SplitLoader = Callable[[TaskSpec, str], Split]
+
+
+def fewshot_renderer(
+    task: TaskSpec, renderer: PromptRenderer, split_of: SplitLoader, *, shots: int, seed: int, sampler: str | None
+) -> tuple[Callable[[dict, int], Instance], Split | None]:
+    """A function rendering a document (given its index) with its few-shot examples, and their pool."""
+    if shots == 0:
+        return renderer.render, None
+    if task.fewshot_split is None:
+        raise SpecError(f"{task.path}: field 'splits.fewshot' is needed for few-shot runs of task '{task.name}'")
+    pool = split_of(task, task.fewshot_split)
+    examples = list(pool.docs)  # read by index; a few-shot split is small
+    method = sampler or task.fewshot_sampler
+    labels = None
+    if method == "balanced":
+        labels = [renderer.gold_of(d, i, renderer.choices_of(d, i))[0] for i, d in enumerate(examples)]
+    try:
+        chooser = FewshotSampler(
+            range(len(examples)), k=shots, method=method, seed=seed, salt=task.name, labels=labels,
+            same_split=task.fewshot_split == task.eval_split,
+        )
+    except ValueError as exc:
+        raise SpecError(f"task '{task.name}': few-shot selection failed: {exc}") from None
+
+    def render(doc: dict, doc_id: int) -> Instance:
+        try:
+            pick = chooser.select(doc_id)
+        except ValueError as exc:
+            raise SpecError(f"task '{task.name}': few-shot selection failed: {exc}") from None
+        return renderer.render(doc, doc_id, [(j, examples[j]) for j in pick])
+
+    return render, pool
+
+
+def render_instances(
+    task: TaskSpec, renderer: PromptRenderer, split_of: SplitLoader, *, shots: int, seed: int, limit: int | None,
+    sampler: str | None,
+) -> tuple[list[Instance], Split, Split | None]:
+    """Every evaluated document (the first ``limit``) rendered, the evaluated split and the few-shot pool."""
+    evaluated = split_of(task, task.eval_split)
+    render, pool = fewshot_renderer(task, renderer, split_of, shots=shots, seed=seed, sampler=sampler)
+    return [render(doc, i) for i, doc in enumerate(itertools.islice(evaluated.docs, limit))], evaluated, pool
+
+
+def chunks(docs: Iterable[dict], limit: int | None) -> Iterator[list[tuple[int, dict]]]:
+    """The first ``limit`` documents (all when None) with their indices, ``CHUNK_DOCS`` at a time."""
+    numbered = enumerate(itertools.islice(docs, limit))
+    while chunk := list(itertools.islice(numbered, CHUNK_DOCS)):
+        yield chunk
+
+
+def apply_chat(tokenizer: Any, context: str) -> str:
+    """The context as the user turn of the model's chat template, ready for the assistant's answer."""
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise SpecError("--chat-template was asked for, but the model's tokenizer has no chat template")
+    return tokenizer.apply_chat_template([{"role": "user", "content": context}], tokenize=False, add_generation_prompt=True)

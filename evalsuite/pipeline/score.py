@@ -1,0 +1,69 @@
+"""Score: samples to metrics with intervals, through the one record-to-predictions path."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from evalsuite.prompting import Instance
+from evalsuite.results.records import Outcome, Sample, predictions
+from evalsuite.scoring import (
+    VOTE_RULE,
+    MetricResult,
+    Predictions,
+    accuracy_by_group,
+    agreement_interval,
+    compute_metrics,
+    metrics_for,
+)
+from evalsuite.spec import TaskSpec
+
+
+@dataclass
+class Tally:
+    """What the metrics need of each evaluated document, gathered chunk by chunk (never its prompt)."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    levels: list[Any] = field(default_factory=list)  # each document's difficulty, None when it has none
+    agreements: list[float] = field(default_factory=list)  # with several samples per document
+    width: int = 1  # the most choices (or answer values) of any document
+
+    def add(self, samples: Sequence[Sample], instances: Sequence[Instance] = ()) -> None:
+        for sample in samples:
+            self.outcomes.append(Outcome.of(sample))
+            self.levels.append(sample.difficulty)
+            if sample.agreement is not None:
+                self.agreements.append(sample.agreement)
+        for inst in instances:
+            self.width = max(self.width, len(inst.continuations), len(inst.answer_values))
+
+    def labels(self, task: TaskSpec) -> tuple[str, ...]:
+        """The task's labels, else a letter per choice (a number past 26 choices)."""
+        width = max(len(task.labels or ()), self.width)
+        return task.labels or tuple(chr(ord("A") + k) if width <= 26 else str(k) for k in range(width))
+
+
+@dataclass(frozen=True)
+class Scores:
+    """An evaluation's scoring: its predictions, metrics and optional breakdowns."""
+
+    predictions: Predictions
+    metrics: dict[str, MetricResult]
+    extra: dict[str, Any]  # by_difficulty, self_consistency
+
+
+def score(task: TaskSpec, method: str, tally: Tally, labels: Sequence[str], *, n_boot: int, seed: int,
+          n_samples: int = 1, temperature: float = 0.0) -> Scores:
+    positive = list(labels).index(task.positive) if task.positive else None
+    preds = predictions(tally.outcomes, labels, positive)
+    metrics = compute_metrics(metrics_for(task.metrics, method), preds, n_boot=n_boot, seed=seed)
+    extra: dict[str, Any] = {}
+    if all(type(level) is int for level in tally.levels):
+        extra["by_difficulty"] = accuracy_by_group(preds, tally.levels, n_boot=n_boot, seed=seed)
+    if n_samples > 1:
+        extra["self_consistency"] = {
+            "samples": n_samples, "temperature": temperature, "vote": VOTE_RULE,
+            "agreement": agreement_interval(tally.agreements, n_boot=n_boot, seed=seed),
+        }
+    return Scores(preds, metrics, extra)

@@ -1,0 +1,205 @@
+"""Typed records of a run: what the pipeline writes and what the leaderboard, report and compare read.
+
+``Sample`` is one line of ``samples.jsonl``; ``EvaluationRecord`` one task × prompt variant of
+``results.json``. An evaluation carries its labels and positive class, so that a later stage never recovers
+them from prose or dict order, and :meth:`EvaluationRecord.predictions` is the one way to turn samples back
+into the scoring input: the pipeline scores through it, and a paired comparison rescored from the same
+samples gives the same numbers.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from evalsuite.scoring import Predictions
+
+# Fields of a sample in the order they are written; optional ones are left out when they do not apply.
+_REQUIRED = ("task", "variant", "doc_id", "fewshot_ids", "choices", "pred", "gold", "gold_text", "correct")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One answered document: the prompt (or a classifier's inputs), the scored choices and the engine's answer.
+
+    Log-likelihood prompts fill ``logprobs`` (summed per choice), ``tokens``, ``greedy`` and ``pred_norm``;
+    generation prompts ``generation`` (or ``generations`` and ``votes`` with several samples per document)
+    and ``extracted`` (None when no answer could be read); a classification head ``inputs`` and
+    ``label_logprobs``. ``pred`` is -1 for an unparseable answer.
+    """
+
+    task: str
+    variant: str
+    doc_id: int
+    fewshot_ids: tuple[int, ...]
+    choices: tuple[str, ...]
+    pred: int
+    gold: int
+    gold_text: str
+    prompt: str | None = None
+    inputs: tuple[str, ...] | None = None
+    pred_norm: int | None = None
+    logprobs: tuple[float, ...] | None = None
+    tokens: tuple[int, ...] | None = None
+    greedy: tuple[bool, ...] | None = None
+    label_logprobs: tuple[float, ...] | None = None
+    generation: str | None = None
+    generations: tuple[str, ...] | None = None
+    votes: tuple[str | None, ...] | None = None
+    extracted: str | None = None
+    agreement: float | None = None
+    doc_hash: str | None = None
+    difficulty: int | None = None
+    score: float | None = None
+    gold_score: float | None = None
+
+    @property
+    def generated(self) -> bool:
+        return self.generation is not None or self.generations is not None
+
+    @property
+    def correct(self) -> bool:
+        return self.pred == self.gold and self.pred >= 0
+
+    @property
+    def pred_text(self) -> str:
+        """The predicted answer as text: the extracted answer, else the chosen choice without its delimiter."""
+        if self.extracted:
+            return self.extracted
+        return self.choices[self.pred].strip() if self.pred >= 0 and self.choices else ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``samples.jsonl`` line; ``extracted`` is written for every generated answer, null when unparseable."""
+        out: dict[str, Any] = {}
+        for key in _ORDER:
+            value = self.correct if key == "correct" else getattr(self, key)
+            if value is not None or key in _REQUIRED or (key == "extracted" and self.generated):
+                out[key] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Sample:
+        values = {}
+        for f in fields(cls):
+            if f.name in data:
+                value = data[f.name]
+                values[f.name] = tuple(value) if isinstance(value, list) else value
+        return cls(**values)
+
+
+# The order of samples.jsonl's keys: written before this module existed, kept so that files stay comparable.
+_ORDER = ("task", "variant", "doc_id", "fewshot_ids", "prompt", "inputs", "choices", "pred_norm", "logprobs",
+          "tokens", "greedy", "label_logprobs", "generation", "generations", "votes", "extracted", "agreement",
+          "pred", "gold", "gold_text", "correct", "doc_hash", "difficulty", "score", "gold_score")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What scoring needs of one sample: a few numbers and short strings, never the prompt or generations."""
+
+    pred: int
+    gold: int
+    pred_norm: int | None
+    pred_text: str
+    gold_text: str
+    score: float | None
+    gold_score: float | None
+
+    @classmethod
+    def of(cls, sample: Sample) -> Outcome:
+        # Interned: documents share the few distinct answer strings instead of holding a copy each.
+        return cls(sample.pred, sample.gold, sample.pred_norm, sys.intern(str(sample.pred_text)),
+                   sys.intern(sample.gold_text), sample.score, sample.gold_score)
+
+
+def predictions(outcomes: Sequence[Outcome], labels: Sequence[str], positive: int | None,
+                generated: bool = False) -> Predictions:
+    """The scoring input of an evaluation's outcomes, in document order."""
+    gold = np.array([o.gold for o in outcomes], dtype=np.int64)
+    if (gold < 0).any():
+        # Free-form targets: correctness is exact match of the answer, so code it as class 0 vs unparseable.
+        gold = np.zeros(len(outcomes), dtype=np.int64)
+    norm = [o.pred_norm for o in outcomes]
+    scores = [o.score for o in outcomes]
+    graded = bool(outcomes) and None not in scores
+    return Predictions(
+        pred=np.array([o.pred for o in outcomes], dtype=np.int64),
+        gold=gold,
+        n_classes=len(labels),
+        labels=tuple(labels),
+        positive=positive,
+        pred_norm=np.array(norm, dtype=np.int64) if outcomes and None not in norm else None,
+        pred_text=tuple(o.pred_text for o in outcomes),
+        gold_text=tuple(o.gold_text for o in outcomes),
+        score=np.array(scores, dtype=np.float64) if graded else None,
+        gold_score=np.array([o.gold_score for o in outcomes], dtype=np.float64) if graded else None,
+    )
+
+
+@dataclass(frozen=True)
+class EvaluationRecord:
+    """One task × prompt variant of a run (an entry of ``evaluations`` in ``results.json``)."""
+
+    task: str
+    category: str
+    variant: str
+    method: str  # loglikelihood | generation | classifier
+    split: str
+    n: int
+    main_metric: str
+    metrics: dict[str, dict[str, Any]]  # name: {value, low, high, definition}
+    confusion: dict[str, dict[str, int]]
+    hashes: dict[str, str | None]
+    origin: str
+    license: str | None
+    timing_s: float
+    docs_per_s: float | None
+    labels: tuple[str, ...]  # class names in class-index order (gold and pred index them)
+    positive: int | None  # index of the positive class for binary F1; None: class 1
+    by_difficulty: dict[str, Any] | None = None
+    self_consistency: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["labels"] = list(self.labels)
+        for key in ("by_difficulty", "self_consistency"):
+            if out[key] is None:
+                del out[key]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EvaluationRecord:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["labels"] = tuple(values.get("labels") or ())
+        return cls(**values)
+
+    def predictions(self, samples: Iterable[Sample]) -> Predictions:
+        """The scoring input of (some of) this evaluation's samples, coded as the run coded it."""
+        return predictions([Outcome.of(s) for s in samples], self.labels, self.positive)
+
+
+# --- reading older files -----------------------------------------------------------------------------------
+
+_POSITIVE = re.compile(r"positive class '.*?' \(index (\d+)\)")
+
+
+def upgrade_v1(record: dict[str, Any]) -> dict[str, Any]:
+    """A schema-1 record in schema 2: each evaluation gains ``labels`` and ``positive`` as schema 1's readers
+    found them -- labels from the confusion matrix's gold rows (class-index order, always written by schema 1),
+    the positive class from a binary F1 definition, the only place schema 1 recorded it."""
+    evaluations = []
+    for ev in record.get("evaluations") or []:
+        positive = None
+        for metric in (ev.get("metrics") or {}).values():
+            found = _POSITIVE.search((metric or {}).get("definition") or "")
+            if found:
+                positive = int(found.group(1))
+                break
+        evaluations.append({**ev, "labels": list(ev.get("confusion") or ()), "positive": positive})
+    return {**record, "schema_version": 2, "evaluations": evaluations}
