@@ -9,10 +9,10 @@ from evalsuite.data import default_data_dir
 from evalsuite.engines import Engine
 from evalsuite.errors import SpecError
 from evalsuite.pipeline import RunResult, run
-from evalsuite.pipeline.load import Splits, load_tasks, select_tasks, variants
+from evalsuite.pipeline.load import Splits, select_tasks, variants
 from evalsuite.pipeline.render import render_instances
 from evalsuite.prompting import PromptRenderer
-from evalsuite.spec import RunSpec, TaskSpec
+from evalsuite.spec import RunSpec, TaskSpec, load_tasks
 
 __all__ = ["RunResult", "RunSpec", "evaluate", "load_tasks", "select_tasks", "show_prompts"]
 

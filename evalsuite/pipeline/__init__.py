@@ -17,18 +17,19 @@ from typing import Any
 import numpy as np
 
 from evalsuite.data import default_data_dir
-from evalsuite.engines import Engine, load_engine
+from evalsuite.engines import Classifier, Engine, load_engine
 from evalsuite.engines.cache import CachedEngine, RequestCache
 from evalsuite.errors import DataError, SpecError
 from evalsuite.pipeline.answer import answer, with_scores
-from evalsuite.pipeline.load import Splits, check_metrics, load_tasks, select_tasks, variants
-from evalsuite.pipeline.record import doc_hash, record, run_id, sha256, versions
+from evalsuite.pipeline.load import Splits, check_metrics, select_tasks, variants
+from evalsuite.pipeline.record import doc_hash, record, run_id
 from evalsuite.pipeline.render import chunks, fewshot_renderer
 from evalsuite.pipeline.score import Tally, score
 from evalsuite.prompting import PromptRenderer
 from evalsuite.results import SCHEMA_VERSION, RunWriter
 from evalsuite.results.records import EvaluationRecord, Sample
-from evalsuite.spec import PromptSpec, RunSpec, TaskSpec
+from evalsuite.results.provenance import library_versions, sha256_hex
+from evalsuite.spec import PromptSpec, RunSpec, TaskSpec, load_tasks
 
 # The variant name of evaluations answered by a classification head (no prompt is involved).
 CLASSIFIER_VARIANT = "head"
@@ -49,7 +50,7 @@ class RunResult:
         raise KeyError(f"no evaluation of task {task!r} (variant {variant!r}) in this run")
 
 
-def run(spec: RunSpec, engine: Engine | Any | None = None) -> RunResult:
+def run(spec: RunSpec, engine: Engine | Classifier | None = None) -> RunResult:
     """Evaluate ``spec`` (with ``engine`` when given, else the engine the spec names) and write its run folder."""
     started = time.perf_counter()
     data_dir = spec.data_dir or default_data_dir()
@@ -62,7 +63,7 @@ def run(spec: RunSpec, engine: Engine | Any | None = None) -> RunResult:
         engine = load_engine(spec.engine, spec.model, **options)
     engine_load_s = time.perf_counter() - load_started
     cached = None
-    if hasattr(engine, "classify"):  # a classification checkpoint: its head answers, prompts play no part
+    if isinstance(engine, Classifier):  # a classification checkpoint: its head answers, prompts play no part
         _check_classifier(engine, selected, spec.mode)
         plan: list[tuple[TaskSpec, PromptSpec | None]] = [(task, None) for task in selected]
     else:
@@ -93,7 +94,7 @@ def run(spec: RunSpec, engine: Engine | Any | None = None) -> RunResult:
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "config": config,
         "model": described,
-        "versions": versions(),
+        "versions": library_versions(),
         "timings": {"engine_load_s": round(engine_load_s, 3), "total_s": round(time.perf_counter() - started, 3)},
         "cache": cached.summary() if cached else None,
         "evaluations": [ev.to_dict() for ev in evaluations],
@@ -161,7 +162,7 @@ def _evaluate_task(engine: Engine, task: TaskSpec, prompt: PromptSpec, splits: S
     elapsed = time.perf_counter() - started
     scores = score(task, prompt.method, tally, tally.labels(task), n_boot=spec.n_boot, seed=spec.seed,
                    n_samples=n_samples, temperature=spec.temperature)
-    hashes = {"prompt": sha256(prompt.source), "fewshot_data": pool.sha256 if pool else None}
+    hashes = {"prompt": sha256_hex(prompt.source), "fewshot_data": pool.sha256 if pool else None}
     return record(task, prompt.name, prompt.method, scores, evaluated, hashes, elapsed)
 
 
@@ -172,7 +173,7 @@ def _keyed(sample: Sample, doc: dict) -> Sample:
     return replace(sample, doc_hash=doc_hash(doc), difficulty=difficulty if type(difficulty) is int else None)
 
 
-def _check_classifier(engine: Any, tasks: list[TaskSpec], mode: str) -> None:
+def _check_classifier(engine: Classifier, tasks: list[TaskSpec], mode: str) -> None:
     """A classification checkpoint answers a task only in fine-tuned mode, with the task's own label set."""
     if mode != "fine-tuned":
         raise SpecError(f"{engine.model_path} is a classification checkpoint: evaluate it with --mode fine-tuned")
@@ -185,7 +186,7 @@ def _check_classifier(engine: Any, tasks: list[TaskSpec], mode: str) -> None:
                             f"'{task.name}' has labels {list(task.labels)}: was it fine-tuned on another task?")
 
 
-def _classify_task(engine: Any, task: TaskSpec, splits: Splits, writer: RunWriter,
+def _classify_task(engine: Classifier, task: TaskSpec, splits: Splits, writer: RunWriter,
                    spec: RunSpec) -> EvaluationRecord:
     """A classification checkpoint on one task: the prediction is the head's most probable label."""
     from evalsuite.engines.classifier import encode_texts

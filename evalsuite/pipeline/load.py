@@ -8,13 +8,7 @@ from pathlib import Path
 from evalsuite.data import Split, load_split
 from evalsuite.errors import MetricError, SpecError
 from evalsuite.scoring import resolve_metric
-from evalsuite.spec import PromptSpec, TaskSpec, builtin_dirs, find_tasks
-
-
-def load_tasks(task_dirs: Sequence[Path] = (), prompt_dirs: Sequence[Path] = ()) -> dict[str, TaskSpec]:
-    """Built-in tasks plus the user's folders (a user task with a built-in task's name replaces it)."""
-    tasks_dir, prompts_dir = builtin_dirs()
-    return find_tasks([*map(Path, task_dirs), tasks_dir], [*map(Path, prompt_dirs), prompts_dir])
+from evalsuite.spec import PromptSpec, TaskSpec
 
 
 def select_tasks(catalog: dict[str, TaskSpec], selection: str | Sequence[str]) -> list[TaskSpec]:

