@@ -10,12 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["EvalsuiteError", "RunResult", "build_leaderboard", "evaluate", "finetune", "load_tasks", "__version__"]
+__all__ = ["EvalsuiteError", "RunResult", "RunSpec", "build_leaderboard", "evaluate", "finetune", "load_tasks", "__version__"]
 
 # Imported on first use so that `evalsuite --help` does not pay for torch and transformers.
 _LAZY = {
     "evaluate": "evalsuite.api",
     "RunResult": "evalsuite.api",
+    "RunSpec": "evalsuite.spec",
     "load_tasks": "evalsuite.spec",
     "build_leaderboard": "evalsuite.leaderboard",
     "finetune": "evalsuite.finetune",
