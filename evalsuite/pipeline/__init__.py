@@ -18,6 +18,7 @@ import numpy as np
 
 from evalsuite.data import default_data_dir
 from evalsuite.engines import Classifier, Engine, load_engine
+from evalsuite.engines.base import InvalidAnswer
 from evalsuite.engines.cache import CachedEngine, RequestCache
 from evalsuite.errors import DataError, SpecError
 from evalsuite.pipeline.answer import answer, with_scores
@@ -203,7 +204,11 @@ def _classify_task(engine: Classifier, task: TaskSpec, splits: Splits, writer: R
             texts = [renderer.inputs_of(doc, i) for i, doc in chunk]
             golds = [renderer.gold_of(doc, i, renderer.choices_of(doc, i))[0] for i, doc in chunk]
             requests = [encode_texts(engine.tokenizer, t, engine.max_length) for t in texts]
-            answers = engine.classify(requests, progress=(lambda i, answer: bar.update(1)) if bar else None)
+            try:
+                answers = engine.classify(requests, progress=(lambda i, answer: bar.update(1)) if bar else None)
+            except InvalidAnswer as exc:
+                raise exc.named(f"task '{task.name}', variant '{CLASSIFIER_VARIANT}' (the classification head), "
+                                f"document {chunk[exc.index][0]}") from None
             samples = []
             for (doc_id, _), inputs, gold, scores in zip(chunk, texts, golds, answers):
                 logprobs = tuple(scores[k] for k in to_head)

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from evalsuite.engines import Engine, GenerationRequest, encode_choices, encode_context
+from evalsuite.engines.base import InvalidAnswer
 from evalsuite.errors import SpecError
 from evalsuite.pipeline.render import apply_chat
 from evalsuite.prompting import Instance
@@ -28,8 +29,13 @@ def answer(runner: Engine, task: TaskSpec, prompt: PromptSpec, instances: list[I
         if any(not inst.continuations for inst in instances):
             raise SpecError(f"{task.path}: task '{task.name}' has no 'choices' for log-likelihood prompt {prompt.path}")
         requests = [encode_choices(tokenizer, c, inst.continuations) for c, inst in zip(contexts, instances)]
+        try:
+            answers = runner.loglikelihood(requests, progress=progress)
+        except InvalidAnswer as exc:
+            raise exc.named(f"task '{task.name}', prompt variant '{prompt.name}', document "
+                            f"{instances[exc.index].doc_id}") from None
         samples = []
-        for inst, context, scores in zip(instances, contexts, runner.loglikelihood(requests, progress=progress)):
+        for inst, context, scores in zip(instances, contexts, answers):
             logprobs = [s.logprob for s in scores]
             pred, pred_norm = choose(logprobs, inst.continuations)
             samples.append(_sample(task, prompt, inst, context, pred, pred_norm=pred_norm, logprobs=tuple(logprobs),
