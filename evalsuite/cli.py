@@ -172,7 +172,12 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     from evalsuite.api import load_tasks
 
     rows, size_of = [], _Sizes(args.data_dir)
-    for task in sorted(load_tasks(args.task_dir, args.prompt_dir).values(), key=lambda t: (t.category, t.name)):
+    catalog = load_tasks(args.task_dir, args.prompt_dir)
+    if catalog.broken:
+        print(f"{len(catalog.broken)} task file(s) could not be loaded (only runs that select them fail):", file=sys.stderr)
+        for file in catalog.broken:
+            print(f"  {file.error}", file=sys.stderr)
+    for task in sorted(catalog.values(), key=lambda t: (t.category, t.name)):
         if args.category and task.category != args.category:
             continue
         row = {"name": task.name, "category": task.category, "source": task.source_names,

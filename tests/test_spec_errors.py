@@ -326,8 +326,10 @@ def test_target_naming_a_missing_field(tmp_path):
 def test_duplicate_task_names_in_one_folder(tmp_path):
     first, prompt_dir = write(tmp_path, file="a.yaml")
     second, _ = write(tmp_path, file="b.yaml")
+    catalog = find_tasks([first.parent], [prompt_dir])
+    assert "toy" not in catalog and [b.path for b in catalog.broken] == [second]
     with pytest.raises(SpecError) as info:
-        find_tasks([first.parent], [prompt_dir])
+        api.select_tasks(catalog, "toy")
     message = str(info.value)
     assert str(second) in message and str(first) in message
     assert "field 'name'" in message and "'toy'" in message
@@ -367,7 +369,7 @@ def test_unknown_prompt_variant():
 ])
 def test_cli_prints_one_line_and_exits_2(tmp_path, capsys, change, field):
     path, prompt_dir = write(tmp_path, GOOD_TASK.replace(*change))
-    code = cli.main(["tasks", "--task-dir", str(path.parent), "--prompt-dir", str(prompt_dir)])
+    code = cli.main(["show", "toy", "--task-dir", str(path.parent), "--prompt-dir", str(prompt_dir)])
     out, err = capsys.readouterr()
     assert code == 2
     assert out == ""

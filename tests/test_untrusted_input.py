@@ -24,7 +24,7 @@ from evalsuite.data import load_split
 from evalsuite.data.formats import parse
 from evalsuite.errors import DataError, SpecError, TemplateError
 from evalsuite.prompting import PromptRenderer
-from evalsuite.prompting.render import LETTERS
+from evalsuite.sandbox import LETTERS
 from evalsuite.spec import load_prompt, load_task
 from test_formats import MALFORMED
 from test_prompting import DOC, TOY_TASK, renderer_for

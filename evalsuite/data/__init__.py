@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
+from evalsuite import sandbox
 from evalsuite.errors import DataError, SpecError
 from evalsuite.spec import TaskSpec
 
@@ -114,6 +115,11 @@ def _load_local(task: TaskSpec, split: str, data_dir: Path) -> Split:
     path = data_dir / spec.file
     if not data_dir.is_dir():
         raise DataError(f"data directory {data_dir} does not exist: fix --data-dir or {DATA_DIR_ENV}")
+    if sandbox.inside(data_dir, spec.file) is None:
+        raise DataError(
+            f"{task.path}: field 'source.local.splits.{split}': {spec.file!r} leads outside the data directory "
+            f"{data_dir} (links followed): name a file inside it, relative to it"
+        )
     docs = parse(local.format, path, **spec.options)
     if not docs:
         raise DataError(f"{path}: split '{split}' of task '{task.name}' has no documents")
@@ -171,10 +177,11 @@ def _filtered(task: TaskSpec, loaded: Split) -> Split:
     if task.filter is None:
         return loaded
     import jinja2
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    env = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined)
-    keep = env.compile_expression(task.filter, undefined_to_none=False)
+    try:
+        keep = sandbox.compile_expression(task.filter)
+    except jinja2.TemplateSyntaxError as exc:
+        raise SpecError(f"{task.path}: field 'filter': invalid expression: {exc.message}") from None
     docs = []
     for number, doc in enumerate(loaded.docs):
         try:
@@ -182,7 +189,7 @@ def _filtered(task: TaskSpec, loaded: Split) -> Split:
         except Exception as exc:  # noqa: BLE001 - one message naming the task file, field and document
             raise DataError(
                 f"{task.path}: field 'filter' on document {number} of split '{loaded.name}' "
-                f"({loaded.origin}): {type(exc).__name__}: {exc}"
+                f"({loaded.origin}): {sandbox.describe(exc)}"
             ) from None
         if kept:
             docs.append(doc)

@@ -24,6 +24,7 @@ TRAINING_PACKAGES = ("torch", "transformers", "peft")
 
 def _task(name: str, task_dirs: Sequence[Path], prompt_dirs: Sequence[Path]) -> TaskSpec:
     catalog = load_tasks(task_dirs, prompt_dirs)
+    catalog.refuse_broken(name)
     if name not in catalog:
         raise SpecError(f"unknown task {name!r}; run 'evalsuite tasks' to list them")
     return catalog[name]

@@ -14,6 +14,7 @@ from evalsuite.errors import SpecError
 from evalsuite.pipeline.render import apply_chat
 from evalsuite.prompting import Instance
 from evalsuite.results.records import Sample
+from evalsuite.sandbox import LimitError
 from evalsuite.scoring import answer_index, choose, expected_score, extract_answer, majority_vote, normalise
 from evalsuite.spec import PromptSpec, TaskSpec
 
@@ -74,7 +75,11 @@ def _read_answer(inst: Instance, extracted: str | None) -> int:
 def _generated_sample(task: TaskSpec, prompt: PromptSpec, inst: Instance, context: str,
                       generations: list[str]) -> Sample:
     """One document's sample from its generation, or from the majority vote of several."""
-    extracted = [extract_answer(text, prompt.answer.pattern) for text in generations]
+    try:
+        extracted = [extract_answer(text, prompt.answer.pattern) for text in generations]
+    except LimitError as exc:
+        raise SpecError(f"{prompt.path}: field 'header.answer.pattern' on document {inst.doc_id} of task "
+                        f"'{task.name}': {exc}") from None
     preds = [_read_answer(inst, answer) for answer in extracted]
     if len(generations) == 1:
         return _sample(task, prompt, inst, context, preds[0], generation=generations[0], extracted=extracted[0])

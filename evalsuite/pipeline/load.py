@@ -8,7 +8,7 @@ from pathlib import Path
 from evalsuite.data import Split, load_split
 from evalsuite.errors import MetricError, SpecError
 from evalsuite.scoring import resolve_metric
-from evalsuite.spec import PromptSpec, TaskSpec
+from evalsuite.spec import PromptSpec, TaskCatalog, TaskSpec
 
 
 def select_tasks(catalog: dict[str, TaskSpec], selection: str | Sequence[str]) -> list[TaskSpec]:
@@ -16,6 +16,8 @@ def select_tasks(catalog: dict[str, TaskSpec], selection: str | Sequence[str]) -
     items = selection.split(",") if isinstance(selection, str) else list(selection)
     chosen: dict[str, TaskSpec] = {}
     for item in (i.strip() for i in items if i.strip()):
+        if isinstance(catalog, TaskCatalog):
+            catalog.refuse_broken(item)
         if item == "all":
             matches = list(catalog.values())
         elif item in catalog:

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import re
-import math
-import string
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import jinja2
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
+from evalsuite import sandbox
 from evalsuite.errors import TemplateError
 from evalsuite.spec import PromptSpec, TaskSpec
-
-LETTERS = tuple(string.ascii_uppercase)
 
 
 @dataclass(frozen=True)
@@ -37,70 +32,6 @@ class Instance:
     fewshot_ids: tuple[int, ...]
     choice_scores: tuple[float, ...] = ()
     gold_score: float | None = None
-
-
-def _regex_replace(value: str, pattern: str, replacement: str = "") -> str:
-    """``re.sub``: e.g. HellaSwag's bracketed WikiHow artifacts, ``text | regex_replace('\\[.*?\\]', '')``."""
-    return re.sub(pattern, replacement, str(value))
-
-
-def _regex_findall(value: str, pattern: str) -> list:
-    """``re.findall``: e.g. the "(A) ..." option lines of a BIG-Bench Hard input."""
-    return re.findall(pattern, str(value))
-
-
-# Templates need small numbers and short strings; bigger results of ** and * are refused, not computed:
-# a template such as "{{ 9 ** (9 ** 9) }}" or "{{ 'x' * 10 ** 9 }}" would otherwise hang or exhaust memory.
-MAX_INT_BITS = 4096
-MAX_REPEAT = 100_000  # items in a string or list made by *
-
-
-class _BoundedSandbox(ImmutableSandboxedEnvironment):
-    """The immutable sandbox with bounded ``**`` and ``*``."""
-
-    intercepted_binops = frozenset({"**", "*"})
-
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "**" and _is_int(left) and _is_int(right) and right > 0 and abs(left) > 1:
-            _check_bits(math.log2(abs(left)) * right, "power")
-        if operator == "*":
-            if _is_int(left) and _is_int(right):
-                _check_bits(abs(left).bit_length() + abs(right).bit_length(), "product")
-            for seq, times in ((left, right), (right, left)):
-                if isinstance(seq, (str, list, tuple)) and _is_int(times) and len(seq) * times > MAX_REPEAT:
-                    raise SecurityError(f"a repeated sequence of {len(seq) * times} items is too large for a "
-                                        f"template (limit {MAX_REPEAT})")
-        return super().call_binop(context, operator, left, right)
-
-
-def _check_bits(bits: float, what: str) -> None:
-    if bits > MAX_INT_BITS:
-        raise SecurityError(f"an integer {what} of about {int(bits)} bits is too large for a template (limit {MAX_INT_BITS} bits)")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _environment() -> ImmutableSandboxedEnvironment:
-    env = _BoundedSandbox(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False)
-    # ``range`` is deliberately not replaced: the sandbox's own ``range`` refuses huge ranges (MAX_RANGE).
-    env.globals.update(letters=LETTERS, enumerate=enumerate, zip=zip, len=len)
-    env.filters.update(regex_replace=_regex_replace, regex_findall=_regex_findall)
-    return env
-
-
-_ENV = _environment()
-
-
-def _describe(exc: Exception) -> str:
-    if isinstance(exc, jinja2.UndefinedError):
-        # "'x' is undefined" is a missing top-level field; "... has no attribute ..." a missing key or attribute.
-        missing = "the document has no such field" if str(exc.message).endswith("is undefined") else "no such key or attribute"
-        return f"{exc.message} ({missing})"
-    if isinstance(exc, SecurityError):
-        return f"forbidden by the template sandbox: {exc}"
-    return f"{type(exc).__name__}: {exc}"
 
 
 def _require_defined(value: Any) -> None:
@@ -134,8 +65,7 @@ class PromptRenderer:
         filename = str(prompt.path)
         try:
             # Compiled with the file name so that render errors can report the template line.
-            code = _ENV.compile(prompt.source, name=prompt.name, filename=filename)
-            self._template = _ENV.template_class.from_code(_ENV, code, _ENV.make_globals(None), None)
+            self._template = sandbox.compile_template(prompt.source, prompt.name, filename)
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateError(f"{filename}: line {exc.lineno}: template syntax error: {exc.message}") from None
         choices_expr = prompt.choices or task.choices
@@ -158,7 +88,7 @@ class PromptRenderer:
             field == "choices" and self.prompt.choices
         ) else self.task.path
         try:
-            return _ENV.compile_expression(source, undefined_to_none=False), field, str(owner)
+            return sandbox.compile_expression(source), field, str(owner)
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateError(f"{owner}: field '{field}': invalid expression {source!r}: {exc.message}") from None
 
@@ -170,18 +100,19 @@ class PromptRenderer:
             return value
         except Exception as exc:  # noqa: BLE001 - every template failure becomes one clear message
             raise TemplateError(
-                f"{owner}: field '{field}' on document {doc_id} of task '{self.task.name}': {_describe(exc)}"
+                f"{owner}: field '{field}' on document {doc_id} of task '{self.task.name}': {sandbox.describe(exc)}"
             ) from None
 
     def context_of(self, doc: dict, doc_id: int) -> str:
         """The document rendered through the template alone (no preamble or examples)."""
         try:
-            return self._template.render(**doc)
+            return sandbox.render(self._template, doc)
         except Exception as exc:  # noqa: BLE001
             line = _template_line(exc, str(self.prompt.path))
             where = f": line {line}" if line else ""
             raise TemplateError(
-                f"{self.prompt.path}{where}: rendering document {doc_id} of task '{self.task.name}': {_describe(exc)}"
+                f"{self.prompt.path}{where}: rendering document {doc_id} of task '{self.task.name}': "
+                f"{sandbox.describe(exc)}"
             ) from None
 
     def choices_of(self, doc: dict, doc_id: int) -> tuple[str, ...]:
@@ -268,11 +199,20 @@ class PromptRenderer:
         return self.context_of(doc, doc_id) + self.prompt.target_delimiter + answer
 
     def render(self, doc: dict, doc_id: int, examples: Sequence[tuple[int, dict]] = ()) -> Instance:
+        with sandbox.limits():  # one budget of work and time for the document, its examples and expressions
+            return self._render(doc, doc_id, examples)
+
+    def _render(self, doc: dict, doc_id: int, examples: Sequence[tuple[int, dict]]) -> Instance:
         prompt = self.prompt
         parts = [prompt.preamble] if prompt.preamble else []
         parts += [self.example(ex, ex_id) for ex_id, ex in examples]
         parts.append(self.context_of(doc, doc_id))
         context = prompt.fewshot_separator.join(parts)
+        if len(context) > sandbox.MAX_SIZE:
+            raise TemplateError(
+                f"{prompt.path}: document {doc_id} of task '{self.task.name}': the prompt has {len(context)} "
+                f"characters, more than the limit of {sandbox.MAX_SIZE}: use fewer few-shot examples"
+            )
         choices = self.choices_of(doc, doc_id)
         gold, gold_text = self.gold_of(doc, doc_id, choices)
         answer_values = self.answer_values_of(doc, doc_id, choices)

@@ -20,6 +20,8 @@ import re
 import unicodedata
 from typing import Sequence
 
+from evalsuite.sandbox import regex_finditer
+
 UNPARSEABLE = -1
 _PUNCTUATION = " \t\n.,;:!?()[]{}\"'`*"
 _MARKUP = re.compile(r"\*+|`+|(?<!\w)_+|_+(?!\w)")
@@ -39,8 +41,9 @@ def clean_generation(text: str) -> str:
 
 
 def extract_answer(text: str, pattern: str) -> str | None:
-    """The answer named by the *last* match of ``pattern`` in :func:`clean_generation` of ``text``."""
-    matches = list(re.finditer(pattern, clean_generation(text)))
+    """The answer named by the *last* match of ``pattern`` in :func:`clean_generation` of ``text``; a pattern
+    that runs too long raises :class:`~evalsuite.sandbox.LimitError`."""
+    matches = regex_finditer(pattern, clean_generation(text))  # the prompt's pattern, run with a time limit
     if not matches:
         return None
     last = matches[-1]

@@ -8,6 +8,7 @@ from evalsuite.spec.prompt import AnswerRule, PromptSpec, load_prompt
 from evalsuite.spec.run import DEFAULT_SHOTS, DTYPES, MODES, RunSpec, mode_and_shots, setting_label
 from evalsuite.spec.task import (
     CATEGORIES,
+    BrokenTask,
     SAMPLERS,
     GeneratedSource,
     GeneratedSplit,
@@ -15,6 +16,7 @@ from evalsuite.spec.task import (
     HubSource,
     LocalSource,
     LocalSplit,
+    TaskCatalog,
     TaskSpec,
     builtin_dirs,
     find_tasks,
@@ -30,6 +32,7 @@ __all__ = [
     "RunSpec",
     "SAMPLERS",
     "AnswerRule",
+    "BrokenTask",
     "GeneratedSource",
     "GeneratedSplit",
     "GradedScore",
@@ -37,6 +40,7 @@ __all__ = [
     "LocalSource",
     "LocalSplit",
     "PromptSpec",
+    "TaskCatalog",
     "TaskSpec",
     "builtin_dirs",
     "find_tasks",

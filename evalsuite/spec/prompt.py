@@ -26,7 +26,8 @@ from pathlib import Path
 import jinja2
 
 from evalsuite.errors import SpecError
-from evalsuite.spec._fields import Fields, read_yaml
+from evalsuite.sandbox import check_syntax, regex_error
+from evalsuite.spec._fields import Fields, read_text, read_yaml
 
 METHODS = ("loglikelihood", "generation")
 _HEADER = re.compile(r"\A\{#-?(.*?)-?#\}", re.DOTALL)
@@ -63,12 +64,9 @@ class PromptSpec:
 def load_prompt(path: Path) -> PromptSpec:
     """Read a prompt file; its template syntax and header are checked now, its variables at render time."""
     path = Path(path)
+    source = read_text(path, "prompt file")
     try:
-        source = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SpecError(f"{path}: cannot read prompt file ({exc.strerror})") from None
-    try:
-        jinja2.Environment().parse(source)
+        check_syntax(source)
     except jinja2.TemplateSyntaxError as exc:
         raise SpecError(f"{path}: line {exc.lineno}: template syntax error: {exc.message}") from None
 
@@ -84,10 +82,9 @@ def load_prompt(path: Path) -> PromptSpec:
     answer = None
     if answer_fields is not None:
         pattern = answer_fields.get("pattern", str)
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise answer_fields.error("pattern", f"invalid regular expression: {exc}") from None
+        problem = regex_error(pattern)
+        if problem:
+            raise answer_fields.error("pattern", f"invalid regular expression: {problem}")
         answer = AnswerRule(pattern=pattern, values=answer_fields.get("values", str, None))
         answer_fields.finish()
     if method == "generation" and answer is None:

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, Sequence
 
 import jinja2
 
 from evalsuite.errors import SpecError
+from evalsuite.sandbox import check_syntax, inside, shown
 from evalsuite.spec._fields import Fields, read_yaml
 from evalsuite.spec.prompt import PromptSpec, load_prompt
 
@@ -141,17 +142,18 @@ def builtin_dirs() -> tuple[Path, Path]:
     raise SpecError(f"no built-in tasks folder found under {package}: the installation is incomplete")
 
 
-def load_tasks(task_dirs: Sequence[Path] = (), prompt_dirs: Sequence[Path] = ()) -> dict[str, TaskSpec]:
-    """Built-in tasks plus the user's folders (a user task with a built-in task's name replaces it)."""
+def load_tasks(task_dirs: Sequence[Path] = (), prompt_dirs: Sequence[Path] = ()) -> TaskCatalog:
+    """Built-in tasks plus the user's folders (a user task with a built-in task's name replaces it); task files
+    that cannot be loaded are listed in the catalog's ``broken`` and fail only the selections that name them."""
     tasks_dir, prompts_dir = builtin_dirs()
     return find_tasks([*map(Path, task_dirs), tasks_dir], [*map(Path, prompt_dirs), prompts_dir])
 
 
 def _check_expression(fields: Fields, key: str, value: str) -> str:
     try:
-        jinja2.Environment().parse("{{ " + value + " }}")
+        check_syntax(value, expression=True)
     except jinja2.TemplateSyntaxError as exc:
-        raise fields.error(key, f"invalid Jinja expression {value!r}: {exc.message}") from None
+        raise fields.error(key, f"invalid Jinja expression {shown(value)}: {exc.message}") from None
     return value
 
 
@@ -183,6 +185,10 @@ def _local(fields: Fields | None) -> LocalSource | None:
             split = Fields(raw, fields.path, splits_fields.field(key))
             file = split.get("file", str)
             splits[key] = LocalSplit(file=file, options={k: v for k, v in raw.items() if k != "file"})
+        name = PurePath(splits[key].file)
+        if name.is_absolute() or ".." in name.parts:  # links that lead out are refused when the data is read
+            raise splits_fields.error(key, f"{shown(str(name))} must name a file inside the data directory, "
+                                           "relative to it (no absolute path, no '..')")
     local = LocalSource(format=fields.get("format", str), splits=splits)
     fields.finish()
     return local
@@ -213,7 +219,7 @@ def load_task(path: Path, prompt_dirs: list[Path]) -> TaskSpec:
     f = Fields(read_yaml(path), path)
     name = f.get("name", str)
     if not _NAME.match(name):
-        raise f.error("name", f"{name!r} must be lower-case letters, digits, '_', '-' or '.'")
+        raise f.error("name", f"{shown(name)} must be lower-case letters, digits, '_', '-' or '.'")
     source = f.sub("source")
     hub, local = _hub(source.sub("hub", None)), _local(source.sub("local", None))
     generated = _generated(source.sub("generated", None))
@@ -231,7 +237,7 @@ def load_task(path: Path, prompt_dirs: list[Path]) -> TaskSpec:
     for role, split in names.items():
         for src_name, src in (("hub", hub), ("local", local), ("generated", generated)):
             if split is not None and src is not None and split not in src.splits:
-                raise splits.error(role, f"split {split!r} is not defined under source.{src_name}.splits")
+                raise splits.error(role, f"split {shown(split)} is not defined under source.{src_name}.splits")
 
     choices = f.get("choices", str, None)
     if choices is not None:
@@ -248,7 +254,7 @@ def load_task(path: Path, prompt_dirs: list[Path]) -> TaskSpec:
             raise f.error("inputs", "needs the task to declare 'labels' (the classes an encoder's head predicts)")
     positive = f.get("positive", str, None)
     if positive is not None and (labels is None or positive not in labels):
-        raise f.error("positive", f"{positive!r} must be one of the task's labels {labels}")
+        raise f.error("positive", f"{shown(positive)} must be one of the task's labels {shown(labels)}")
 
     doc_filter = f.get("filter", str, None)
     if doc_filter is not None:
@@ -310,27 +316,85 @@ def _graded(fields: Fields | None) -> GradedScore | None:
 
 def _find_prompt(f: Fields, task: str, variant: str, prompt_dirs: list[Path]) -> PromptSpec:
     candidates = [d / task / f"{variant}.jinja" for d in prompt_dirs]
-    for candidate in candidates:
+    for folder, candidate in zip(prompt_dirs, candidates):
+        if inside(folder, candidate.relative_to(folder)) is None:
+            raise f.error("prompts", f"prompt variant {shown(variant)} leads outside the prompt folder {folder} "
+                                     f"(links followed): name a file of {folder / task} without its .jinja")
         if candidate.is_file():
             return load_prompt(candidate)
     searched = ", ".join(str(c) for c in candidates)
-    raise f.error("prompts", f"prompt variant {variant!r} has no file (looked for {searched})")
+    raise f.error("prompts", f"prompt variant {shown(variant)} has no file (looked for {searched})")
 
 
-def find_tasks(task_dirs: list[Path], prompt_dirs: list[Path]) -> dict[str, TaskSpec]:
-    """All tasks (``*.yaml`` and ``*.yml``) under ``task_dirs``; earlier folders win, so user folders can override."""
+@dataclass(frozen=True)
+class BrokenTask:
+    """A task file that could not be loaded. Only the runs that select it fail, with its ``error``; it is
+    selected by ``name`` (the file's ``name`` where that can be read, else the file name), its category, its
+    tags, or ``all``."""
+
+    path: Path
+    error: SpecError
+    name: str
+    category: str | None = None
+    tags: tuple[str, ...] = ()
+
+
+def _broken(path: Path, error: SpecError) -> BrokenTask:
+    try:
+        data = read_yaml(path)
+    except SpecError:
+        data = None
+    data = data if isinstance(data, dict) else {}
+    name, category, tags = data.get("name"), data.get("category"), data.get("tags")
+    return BrokenTask(
+        path, error, name if isinstance(name, str) else path.stem, category if isinstance(category, str) else None,
+        tuple(t for t in tags if isinstance(t, str)) if isinstance(tags, list) else (),
+    )
+
+
+class TaskCatalog(dict[str, TaskSpec]):
+    """Tasks by name, and the task files that could not be loaded (``broken``)."""
+
+    def __init__(self, tasks: dict[str, TaskSpec], broken: list[BrokenTask]):
+        super().__init__(tasks)
+        self.broken = tuple(broken)
+
+    def refuse_broken(self, item: str) -> None:
+        """Raise the error of a broken task file that ``item`` (a name, tag, category or ``all``) selects."""
+        if item in self:
+            return
+        for file in self.broken:
+            if item in ("all", file.name, file.category, *file.tags):
+                raise SpecError(str(file.error))
+
+
+def find_tasks(task_dirs: list[Path], prompt_dirs: list[Path]) -> TaskCatalog:
+    """All tasks (``*.yaml`` and ``*.yml``) under ``task_dirs``; earlier folders win, so user folders can override.
+    A file that cannot be loaded (or repeats a name in its folder) is kept aside in ``broken``: it takes its
+    name from later folders, and fails only the runs that select it."""
     tasks: dict[str, TaskSpec] = {}
+    broken: list[BrokenTask] = []
     for directory in task_dirs:
         if not Path(directory).is_dir():
             raise SpecError(f"{directory}: task folder does not exist")
-        seen: dict[str, Path] = {}
+        found: dict[str, list[TaskSpec | BrokenTask]] = {}
         for path in sorted(p for p in Path(directory).rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file()):
-            task = load_task(path, prompt_dirs)
-            if task.name in seen:
-                raise SpecError(
-                    f"{path}: field 'name': task name {task.name!r} is already defined in {seen[task.name]} "
+            try:
+                entry: TaskSpec | BrokenTask = load_task(path, prompt_dirs)
+            except SpecError as exc:
+                entry = _broken(path, exc)
+            found.setdefault(entry.name, []).append(entry)
+        for name, entries in found.items():
+            if name in tasks or any(b.name == name for b in broken):
+                continue  # an earlier folder defines it
+            if len(entries) > 1:
+                first, second = entries[0].path, entries[1].path
+                entries = [BrokenTask(second, SpecError(
+                    f"{second}: field 'name': task name {shown(name)} is already defined in {first} "
                     "(task names must be unique within a folder)"
-                )
-            seen[task.name] = path
-            tasks.setdefault(task.name, task)
-    return tasks
+                ), name)]
+            if isinstance(entries[0], BrokenTask):
+                broken.append(entries[0])
+            else:
+                tasks[name] = entries[0]
+    return TaskCatalog(tasks, broken)
