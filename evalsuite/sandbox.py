@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import itertools
 import math
 import re
 import reprlib
@@ -116,9 +117,11 @@ def _remaining_seconds() -> float:
 # --- sizes ---------------------------------------------------------------------------------------------
 
 
-def measure(value: Any, limit: int = MAX_SIZE) -> tuple[int, int]:
+def measure(value: Any, limit: int | None = None) -> tuple[int, int]:
     """(size, depth) of ``value``: its characters and items, nested items counted each time they appear
-    (roughly the length of its printed form), and how deeply it nests. Counting stops soon past ``limit``."""
+    (roughly the length of its printed form), and how deeply it nests. Counting stops soon past ``limit``
+    (default :data:`MAX_SIZE`)."""
+    limit = MAX_SIZE if limit is None else limit
     size = depth = 0
     stack = [(value, 1)]
     while stack and size <= limit:
@@ -129,13 +132,13 @@ def measure(value: Any, limit: int = MAX_SIZE) -> tuple[int, int]:
             size += len(item)
         elif isinstance(item, int):
             size += item.bit_length() // 3  # about its decimal digits
-        elif isinstance(item, Namespace):
-            stack.append((getattr(item, "_Namespace__attrs", {}), level + 1))
-        elif isinstance(item, (list, tuple, set, frozenset, Mapping, KeysView, ValuesView, ItemsView)):
+        elif isinstance(item, (list, tuple, set, frozenset, dict, KeysView, ValuesView, ItemsView, Mapping)):
             size += len(item)
             if size <= limit:
-                items = item.items() if isinstance(item, Mapping) else item
-                stack.extend((part, level + 1) for part in items)
+                parts = itertools.chain.from_iterable(item.items()) if isinstance(item, Mapping) else item
+                stack.extend(zip(parts, itertools.repeat(level + 1)))
+        elif isinstance(item, Namespace):
+            stack.append((getattr(item, "_Namespace__attrs", {}), level + 1))
     return size, depth
 
 
@@ -217,7 +220,7 @@ def _linked(text: Any, trim_url_limit: Any = None, nofollow: Any = False, target
 def _printed(value: Any, indent: Any = None, *_: Any) -> int:
     size, depth = measure(value)
     step = len(indent) if isinstance(indent, str) else _int(indent)
-    return size * (12 + step * depth)  # an escaped character takes up to 12; each line is indented per level
+    return size * (12 + step * depth)  # an escaped character takes up to 12; lines are indented per level
 
 
 def _padded(value: Any, count: Any = 0, *_: Any) -> int:
@@ -294,8 +297,8 @@ _METHOD_BOUNDS: dict[str, Callable[..., int]] = {
 # Filters (and globals) that can build much more than they are given, by name.
 _FILTER_BOUNDS: dict[str, Callable[..., int]] = {
     "center": _widened, "indent": _indented, "wordwrap": _wrapped, "replace": _replaced, "join": _joined,
-    "format": _format_filter, "tojson": _printed, "pprint": _printed, "batch": _padded, "slice": _padded,
-    "sum": _summed, "urlize": _linked, "lipsum": _lorem,
+    "format": _format_filter, "tojson": _printed, "pprint": lambda value, *_: _printed(value, 1),
+    "batch": _padded, "slice": _padded, "sum": _summed, "urlize": _linked, "lipsum": _lorem,
 }
 # Arguments read several times (by the bound and by the operation): a one-pass iterator becomes a list.
 _MATERIALISED = {"join", "sum"}

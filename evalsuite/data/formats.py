@@ -23,6 +23,7 @@ from typing import Any
 
 from evalsuite.errors import DataError
 from evalsuite.registry import Registry
+from evalsuite.sandbox import shown
 
 Parser = Callable[..., list[dict]]
 # A parser is called as parser(path, **options), the options being the keyword-only parameters it declares.
@@ -464,7 +465,11 @@ def parse(format: str, path: Path, **options: Any) -> list[dict]:
     """
     parser = PARSERS.resolve(format)
     path = Path(path)
-    if not path.exists():
+    try:
+        found = path.exists()
+    except OSError as err:  # e.g. a name too long for the file system
+        raise DataError(f"{shown(str(path))}: cannot read file: {err.strerror}") from None
+    if not found:
         raise DataError(f"data file not found: {path} (set --data-dir or EVALSUITE_DATA_DIR "
                         "to the folder holding the raw benchmark files)")
     accepted = [name for name, p in inspect.signature(parser).parameters.items() if p.kind is p.KEYWORD_ONLY]

@@ -29,7 +29,7 @@ from evalsuite.spec.prompt import PromptSpec, load_prompt
 
 CATEGORIES = ("logical", "commonsense", "semantic_matching")
 SAMPLERS = ("random", "first", "fixed", "balanced")
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,99}$")
 
 
 @dataclass(frozen=True)
@@ -219,7 +219,7 @@ def load_task(path: Path, prompt_dirs: list[Path]) -> TaskSpec:
     f = Fields(read_yaml(path), path)
     name = f.get("name", str)
     if not _NAME.match(name):
-        raise f.error("name", f"{shown(name)} must be lower-case letters, digits, '_', '-' or '.'")
+        raise f.error("name", f"{shown(name)} must be lower-case letters, digits, '_', '-' or '.' (at most 100)")
     source = f.sub("source")
     hub, local = _hub(source.sub("hub", None)), _local(source.sub("local", None))
     generated = _generated(source.sub("generated", None))
@@ -315,12 +315,17 @@ def _graded(fields: Fields | None) -> GradedScore | None:
 
 
 def _find_prompt(f: Fields, task: str, variant: str, prompt_dirs: list[Path]) -> PromptSpec:
-    candidates = [d / task / f"{variant}.jinja" for d in prompt_dirs]
+    name = Path(task, f"{variant}.jinja")
+    candidates = [d / name for d in prompt_dirs]
     for folder, candidate in zip(prompt_dirs, candidates):
-        if inside(folder, candidate.relative_to(folder)) is None:
-            raise f.error("prompts", f"prompt variant {shown(variant)} leads outside the prompt folder {folder} "
-                                     f"(links followed): name a file of {folder / task} without its .jinja")
-        if candidate.is_file():
+        try:
+            if inside(folder, name) is None:
+                raise f.error("prompts", f"prompt variant {shown(variant)} leads outside the prompt folder {folder} "
+                                         f"(links followed): name a file in {folder / task}, without .jinja")
+            found = candidate.is_file()
+        except OSError as exc:  # e.g. a name too long for the file system
+            raise f.error("prompts", f"prompt variant {shown(variant)}: cannot look for its file ({exc.strerror})") from None
+        if found:
             return load_prompt(candidate)
     searched = ", ".join(str(c) for c in candidates)
     raise f.error("prompts", f"prompt variant {shown(variant)} has no file (looked for {searched})")
@@ -328,28 +333,33 @@ def _find_prompt(f: Fields, task: str, variant: str, prompt_dirs: list[Path]) ->
 
 @dataclass(frozen=True)
 class BrokenTask:
-    """A task file that could not be loaded. Only the runs that select it fail, with its ``error``; it is
-    selected by ``name`` (the file's ``name`` where that can be read, else the file name), its category, its
-    tags, or ``all``."""
+    """A task file that could not be loaded. Only the runs that select it fail, with its ``error``: it is
+    selected by ``all``, its ``name`` (the file's ``name`` where that can be read, else the file name) and its
+    ``groups`` (its category and tags; None where the file cannot be read, so any category or tag may hold it)."""
 
     path: Path
     error: SpecError
     name: str
-    category: str | None = None
-    tags: tuple[str, ...] = ()
+    groups: tuple[str, ...] | None = None
+
+    def selected_by(self, item: str) -> bool:
+        return item in ("all", self.name) or self.groups is None or item in self.groups
 
 
 def _broken(path: Path, error: SpecError) -> BrokenTask:
     try:
         data = read_yaml(path)
     except SpecError:
-        data = None
+        return BrokenTask(path, error, path.stem)
     data = data if isinstance(data, dict) else {}
     name, category, tags = data.get("name"), data.get("category"), data.get("tags")
-    return BrokenTask(
-        path, error, name if isinstance(name, str) else path.stem, category if isinstance(category, str) else None,
-        tuple(t for t in tags if isinstance(t, str)) if isinstance(tags, list) else (),
-    )
+    groups = [category] + (tags if isinstance(tags, list) else [tags])
+    return BrokenTask(path, error, name if isinstance(name, str) else path.stem,
+                      tuple(g for g in groups if isinstance(g, str)))
+
+
+def _groups(entry: TaskSpec | BrokenTask) -> tuple[str, ...] | None:
+    return entry.groups if isinstance(entry, BrokenTask) else (entry.category, *entry.tags)
 
 
 class TaskCatalog(dict[str, TaskSpec]):
@@ -360,11 +370,11 @@ class TaskCatalog(dict[str, TaskSpec]):
         self.broken = tuple(broken)
 
     def refuse_broken(self, item: str) -> None:
-        """Raise the error of a broken task file that ``item`` (a name, tag, category or ``all``) selects."""
+        """Raise the error of a broken task file that ``item`` (a name, tag, category or ``all``) may select."""
         if item in self:
             return
         for file in self.broken:
-            if item in ("all", file.name, file.category, *file.tags):
+            if file.selected_by(item):
                 raise SpecError(str(file.error))
 
 
@@ -389,10 +399,11 @@ def find_tasks(task_dirs: list[Path], prompt_dirs: list[Path]) -> TaskCatalog:
                 continue  # an earlier folder defines it
             if len(entries) > 1:
                 first, second = entries[0].path, entries[1].path
+                groups = [_groups(entry) for entry in entries]
                 entries = [BrokenTask(second, SpecError(
                     f"{second}: field 'name': task name {shown(name)} is already defined in {first} "
                     "(task names must be unique within a folder)"
-                ), name)]
+                ), name, None if None in groups else tuple(g for group in groups for g in group))]
             if isinstance(entries[0], BrokenTask):
                 broken.append(entries[0])
             else:
