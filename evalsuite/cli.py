@@ -174,7 +174,8 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     rows, size_of = [], _Sizes(args.data_dir)
     catalog = load_tasks(args.task_dir, args.prompt_dir)
     if catalog.broken:
-        print(f"{len(catalog.broken)} task file(s) could not be loaded (only runs that select them fail):", file=sys.stderr)
+        print(f"{len(catalog.broken)} task file(s) could not be loaded (only runs that select them fail):",
+              file=sys.stderr)
         for file in catalog.broken:
             print(f"  {file.error}", file=sys.stderr)
     for task in sorted(catalog.values(), key=lambda t: (t.category, t.name)):

@@ -212,7 +212,8 @@ def _wrapped(text: Any, width: Any = 79, break_long_words: Any = True, wrapstrin
     return _lines_grow(text, lines, 1 if wrapstring is None else measure(wrapstring)[0])
 
 
-def _linked(text: Any, trim_url_limit: Any = None, nofollow: Any = False, target: Any = None, rel: Any = None, *_: Any) -> int:
+def _linked(text: Any, trim_url_limit: Any = None, nofollow: Any = False, target: Any = None, rel: Any = None,
+            *_: Any) -> int:
     words = len(_text(text).split())  # each may become <a href="..." rel="..." target="...">...</a>
     return 2 * _lines_grow(text, words, 64 + measure(target)[0] + measure(rel)[0])
 
@@ -587,7 +588,8 @@ def describe(exc: Exception) -> str:
     """What went wrong in a template or expression, in one line for an error message."""
     if isinstance(exc, jinja2.UndefinedError):
         # "'x' is undefined" is a missing top-level field; "... has no attribute ..." a missing key or attribute.
-        missing = "the document has no such field" if str(exc.message).endswith("is undefined") else "no such key or attribute"
+        top_level = str(exc.message).endswith("is undefined")
+        missing = "the document has no such field" if top_level else "no such key or attribute"
         return f"{exc.message} ({missing})"
     if isinstance(exc, LimitError):
         return f"over a limit of the template sandbox: {exc}"

@@ -76,7 +76,8 @@ def write_task(folders: dict[str, Path], name: str, file: str = "good.xml", vari
     (folders["prompts"] / name).mkdir(exist_ok=True)
     (folders["prompts"] / name / "plain.jinja").write_text("Q: {{ premise }}", encoding="utf-8")
     path = folders["tasks"] / f"{name}.yaml"
-    path.write_text(text if text is not None else COPA_TASK.format(name=name, file=file, variant=variant), encoding="utf-8")
+    text = COPA_TASK.format(name=name, file=file, variant=variant) if text is None else text
+    path.write_text(text, encoding="utf-8")
     return path
 
 
@@ -218,10 +219,12 @@ def test_template_errors_name_the_line_and_the_way_out(tmp_path):
 
 
 def test_ordinary_string_building_still_works(tmp_path):
-    template = ("{{ 'ab' | center(6) }}|{{ 'a\nb' | indent(2) }}|{{ 'aa bb' | wordwrap(2) }}|{{ 'abc' | replace('b', 'xy') }}|"
-                "{{ [1, 2] | join(', ') }}|{{ '%03d' | format(7) }}|{{ '%s-%s' % ('a', 'b') }}|{{ '{:>3}'.format('a') }}|"
+    template = ("{{ 'ab' | center(6) }}|{{ 'a\nb' | indent(2) }}|{{ 'aa bb' | wordwrap(2) }}|"
+                "{{ 'abc' | replace('b', 'xy') }}|{{ [1, 2] | join(', ') }}|{{ '%03d' | format(7) }}|"
+                "{{ '%s-%s' % ('a', 'b') }}|{{ '{:>3}'.format('a') }}|"
                 "{{ 'abcdefghijklmnopqrstuvwxyz' | truncate(12, end='..', leeway=0) }}|{{ [1] | tojson }}|"
-                "{{ [1, 2, 3] | batch(2) | list }}|{{ [[1], [2]] | sum(start=[]) }}|{{ 'x'.zfill(3) }}|{{ ', '.join(['a', 'b']) }}|"
+                "{{ [1, 2, 3] | batch(2) | list }}|{{ [[1], [2]] | sum(start=[]) }}|{{ 'x'.zfill(3) }}|"
+                "{{ ', '.join(['a', 'b']) }}|"
                 "{% set ns = namespace(s='') %}{% for c in 'abc' %}{% set ns.s = ns.s ~ c %}{% endfor %}{{ ns.s }}")
     context = renderer_for(tmp_path, template).render(DOC, 0).context
     assert context == ("  ab  |a\n  b|aa\nbb|axyc|1, 2|007|a-b|  a|abcdefghij..|[1]|[[1, 2], [3]]|[1, 2]|00x|a, b|abc")
@@ -326,8 +329,8 @@ class FixedAnswers:
         return {"engine": "fixed", "model_sha256": "0" * 64, "dtype": "none"}
 
     def loglikelihood(self, requests, progress=None):
-        return [tuple(ContinuationScore(-1.0 if k == 0 else -2.0, k == 0, len(c)) for k, c in enumerate(r.continuations))
-                for r in requests]
+        return [tuple(ContinuationScore(-1.0 if k == 0 else -2.0, k == 0, len(c))
+                      for k, c in enumerate(r.continuations)) for r in requests]
 
     def generate(self, requests, progress=None):
         return [self.text for _ in requests]
@@ -361,7 +364,8 @@ def test_generated_sample_turns_a_regex_limit_into_a_spec_error(folders, monkeyp
     task = load_task(folders["tasks"] / "gen.yaml", [folders["prompts"]])
     from evalsuite.prompting import PromptRenderer
 
-    instance = PromptRenderer(task, task.prompts[0]).render({"premise": "p", "choice1": "a", "choice2": "b", "label": 0}, 4)
+    doc = {"premise": "p", "choice1": "a", "choice2": "b", "label": 0}
+    instance = PromptRenderer(task, task.prompts[0]).render(doc, 4)
     with time_limit(10), pytest.raises(SpecError, match="field 'header.answer.pattern' on document 4 of task 'gen'"):
         _generated_sample(task, task.prompts[0], instance, instance.context, ["a" * 60 + "!"])
 
@@ -458,7 +462,8 @@ def test_a_template_nested_too_deeply_is_a_spec_error(folders):
     prompt = folders["prompts"] / "toy" / "deep.jinja"
     prompt.parent.mkdir()
     prompt.write_text("{{ " + "(" * 20_000 + "1" + ")" * 20_000 + " }}", encoding="utf-8")
-    with time_limit(20), pytest.raises(SpecError, match=re.escape(f"{prompt}: line 1: template syntax error: nested too deeply")):
+    message = f"{prompt}: line 1: template syntax error: nested too deeply"
+    with time_limit(20), pytest.raises(SpecError, match=re.escape(message)):
         load_prompt(prompt)
 
 
@@ -468,7 +473,8 @@ def test_a_template_nested_too_deeply_is_a_spec_error(folders):
 def test_a_task_file_that_is_not_utf8_names_its_line(folders):
     path = write_task(folders, "toy")
     path.write_bytes(path.read_bytes() + "description: café\n".encode("latin-1"))
-    with pytest.raises(SpecError, match=re.escape(f"{path}: line 9: the task file is not UTF-8 text (byte 0xe9): save it as UTF-8")):
+    message = f"{path}: line 9: the task file is not UTF-8 text (byte 0xe9): save it as UTF-8"
+    with pytest.raises(SpecError, match=re.escape(message)):
         load_task(path, [folders["prompts"]])
 
 

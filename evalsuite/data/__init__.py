@@ -117,8 +117,8 @@ def _load_local(task: TaskSpec, split: str, data_dir: Path) -> Split:
         raise DataError(f"data directory {data_dir} does not exist: fix --data-dir or {DATA_DIR_ENV}")
     if sandbox.inside(data_dir, spec.file) is None:
         raise DataError(
-            f"{task.path}: field 'source.local.splits.{split}': {spec.file!r} leads outside the data directory "
-            f"{data_dir} (links followed): name a file inside it, relative to it"
+            f"{task.path}: field 'source.local.splits.{split}': {sandbox.shown(spec.file)} leads outside the data "
+            f"directory {data_dir} (links followed): name a file inside it, relative to it"
         )
     docs = parse(local.format, path, **spec.options)
     if not docs:

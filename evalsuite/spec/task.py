@@ -324,7 +324,8 @@ def _find_prompt(f: Fields, task: str, variant: str, prompt_dirs: list[Path]) ->
                                          f"(links followed): name a file in {folder / task}, without .jinja")
             found = candidate.is_file()
         except OSError as exc:  # e.g. a name too long for the file system
-            raise f.error("prompts", f"prompt variant {shown(variant)}: cannot look for its file ({exc.strerror})") from None
+            raise f.error("prompts", f"prompt variant {shown(variant)}: cannot look for its file "
+                                     f"({exc.strerror})") from None
         if found:
             return load_prompt(candidate)
     searched = ", ".join(str(c) for c in candidates)
