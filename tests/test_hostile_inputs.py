@@ -107,6 +107,17 @@ def test_a_link_out_of_the_data_directory_is_refused(folders):
         assert SECRET not in message
 
 
+def test_a_label_file_beside_the_data_that_links_out_is_refused(folders):
+    (folders["data"] / "piqa").mkdir()
+    (folders["data"] / "piqa" / "valid.jsonl").write_text('{"goal": "g", "sol1": "a", "sol2": "b"}\n', encoding="utf-8")
+    (folders["outside"] / "labels.lst").write_text("1\n", encoding="utf-8")
+    (folders["data"] / "piqa" / "valid-labels.lst").symlink_to(folders["outside"] / "labels.lst")
+    text = COPA_TASK.format(name="toy", file="piqa/valid.jsonl", variant="plain").replace("copa_xml", "piqa_jsonl")
+    task = load_task(write_task(folders, "toy", text=text), [folders["prompts"]])
+    with pytest.raises(DataError, match="valid-labels.lst leads outside its folder"):
+        load_split(task, "eval", folders["data"])
+
+
 def test_a_link_inside_the_data_directory_is_followed(folders):
     (folders["data"] / "alias.xml").symlink_to(folders["data"] / "good.xml")
     task = load_task(write_task(folders, "toy", file="alias.xml"), [folders["prompts"]])

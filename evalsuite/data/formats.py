@@ -23,7 +23,7 @@ from typing import Any
 
 from evalsuite.errors import DataError
 from evalsuite.registry import Registry
-from evalsuite.sandbox import shown
+from evalsuite.sandbox import inside, shown
 
 Parser = Callable[..., list[dict]]
 # A parser is called as parser(path, **options), the options being the keyword-only parameters it declares.
@@ -222,6 +222,9 @@ def _id_range(ids: Any) -> tuple[float, float]:
 def parse_piqa_jsonl(path: Path) -> list[dict]:
     """PIQA JSONL {goal, sol1, sol2} plus line-aligned labels from ``<stem>-labels.lst``, as piqa (ybisk/piqa)."""
     labels_path = path.with_name(f"{path.stem}-labels.lst")
+    if inside(path.parent, labels_path.name) is None:
+        raise DataError(f"{path}: label file {labels_path} leads outside its folder (links followed): "
+                        "keep the labels beside the questions")
     if not labels_path.is_file():
         raise DataError(f"{path}: label file {labels_path} not found (PIQA labels live beside the questions)")
     labels = []
