@@ -25,6 +25,7 @@ import contextvars
 import functools
 import itertools
 import math
+import operator
 import re
 import reprlib
 import string
@@ -163,7 +164,11 @@ def checked(value: Any, what: str = "a value") -> Any:
 
 
 def _int(value: Any) -> int:
-    return value if isinstance(value, int) else 0
+    """An integer argument (numpy's too, as Python's own functions take them), else 0."""
+    try:
+        return operator.index(value)
+    except TypeError:
+        return 0
 
 
 def _text(value: Any) -> str | bytes:
@@ -308,7 +313,7 @@ _MATERIALISED = {"join", "sum"}
 def _bound(bounds: Callable[..., int], args: tuple, kwargs: dict) -> int:
     try:
         return bounds(*args, **kwargs)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, AttributeError):
         return 0  # arguments the operation itself refuses
 
 
@@ -317,17 +322,12 @@ def _listed(value: Any) -> Any:
     if isinstance(value, (str, bytes, list, tuple, Mapping, set, frozenset, range, jinja2.Undefined)):
         return value
     try:
-        items = list(_islice(iter(value), MAX_SIZE + 1))
+        items = list(itertools.islice(value, MAX_SIZE + 1))
     except TypeError:
         return value
     if len(items) > MAX_SIZE:
         raise _too_large(len(items), "a sequence")
     return items
-
-
-def _islice(iterator: Iterator[Any], count: int) -> Iterator[Any]:
-    for _, item in zip(range(count), iterator):
-        yield item
 
 
 def _bounded(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
@@ -464,13 +464,13 @@ class Sandbox(ImmutableSandboxedEnvironment):
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         _step()
         if operator == "**" and _is_int(left) and _is_int(right) and right > 0 and abs(left) > 1:
-            _check_bits(math.log2(abs(left)) * right, "power")
+            _check_bits(math.log2(abs(_int(left))) * _int(right), "power")
         if operator == "*":
             if _is_int(left) and _is_int(right):
-                _check_bits(abs(left).bit_length() + abs(right).bit_length(), "product")
+                _check_bits(abs(_int(left)).bit_length() + abs(_int(right)).bit_length(), "product")
             for seq, times in ((left, right), (right, left)):
                 if isinstance(seq, (str, bytes, list, tuple)) and _is_int(times):
-                    _check(measure(seq)[0] * times, "a repeated sequence")
+                    _check(measure(seq)[0] * _int(times), "a repeated sequence")
         if operator == "%" and isinstance(left, (str, bytes)):
             _check(_percent(left, right), "a '%' formatted string")
         return checked(super().call_binop(context, operator, left, right), f"the result of '{operator}'")
@@ -515,7 +515,14 @@ class Sandbox(ImmutableSandboxedEnvironment):
 
 
 def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    """An integer (numpy's too), not a boolean."""
+    if isinstance(value, bool):
+        return False
+    try:
+        operator.index(value)
+    except TypeError:
+        return False
+    return True
 
 
 def _check_bits(bits: float, what: str) -> None:
