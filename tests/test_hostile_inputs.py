@@ -137,6 +137,30 @@ def test_a_prompt_variant_outside_the_prompt_folder_is_refused(folders, variant)
     assert message.startswith(f"{path}: field 'prompts'") and "outside the prompt folder" in message
 
 
+HUB_TASK = COPA_TASK.replace("{{local: {{format: copa_xml, splits: {{eval: {file}}}}}}}",
+                              "{{hub: {{path: '{file}', splits: {{eval: validation}}}}}}")
+
+
+@pytest.mark.parametrize("hub_path", ["{outside}", "../outside", "a/../../outside", "./outside", "x/y/z"])
+def test_a_hub_path_that_names_a_folder_is_refused(folders, hub_path):
+    path = write_task(folders, "toy", text=HUB_TASK.format(name="toy", file=hub_path.format(outside=folders["outside"]),
+                                                           variant="plain"))
+    with pytest.raises(SpecError) as info:
+        load_task(path, [folders["prompts"]])
+    assert str(info.value).startswith(f"{path}: field 'source.hub.path'") and "not a hub dataset id" in str(info.value)
+
+
+def test_a_hub_id_that_is_a_local_folder_here_is_refused(folders, monkeypatch):
+    (folders["outside"] / "hubdir").mkdir()
+    (folders["outside"] / "hubdir" / "validation.jsonl").write_text(
+        '{"premise": "%s", "choice1": "a", "choice2": "b", "label": 0}\n' % SECRET, encoding="utf-8")
+    monkeypatch.chdir(folders["outside"].parent)
+    task = load_task(write_task(folders, "toy", text=HUB_TASK.format(name="toy", file="outside/hubdir", variant="plain")),
+                     [folders["prompts"]])
+    with pytest.raises(DataError, match="field 'source.hub.path': 'outside/hubdir' is a local folder here"):
+        load_split(task, "eval")
+
+
 segments = st.sampled_from(["..", ".", "data", "outside", "secret.xml", "good.xml", "link", "/", "sub"])
 
 

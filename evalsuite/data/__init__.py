@@ -130,6 +130,9 @@ def _load_hub(task: TaskSpec, split: str) -> Split:
     hub = task.hub
     hub_split = hub.splits[split]
     label = hub.path + (f"/{hub.name}" if hub.name else "") + f" split {hub_split}"
+    if Path(hub.path).exists():  # load_dataset reads a local folder of that name before asking the hub
+        raise DataError(f"{task.path}: field 'source.hub.path': {hub.path!r} is a local folder here "
+                        f"({Path(hub.path).resolve()}), not the hub dataset: put local files under source.local")
     try:
         import datasets
 

@@ -30,6 +30,7 @@ from evalsuite.spec.prompt import PromptSpec, load_prompt
 CATEGORIES = ("logical", "commonsense", "semantic_matching")
 SAMPLERS = ("random", "first", "fixed", "balanced")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,99}$")
+_HUB_ID = re.compile(r"^(?!.*\.\.)[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?$")
 
 
 @dataclass(frozen=True)
@@ -161,8 +162,12 @@ def _hub(fields: Fields | None) -> HubSource | None:
     if fields is None:
         return None
     splits = fields.sub("splits")
+    path = fields.get("path", str)
+    if not _HUB_ID.match(path):  # load_dataset would read a local folder: local files belong under 'local'
+        raise fields.error("path", f"{shown(path)} is not a hub dataset id such as owner/name; "
+                                   "put local files under source.local")
     hub = HubSource(
-        path=fields.get("path", str),
+        path=path,
         name=fields.get("name", str, None),
         revision=fields.get("revision", str, None),
         splits={k: splits.get(k, str) for k in list(splits.data)},
