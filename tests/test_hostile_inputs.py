@@ -19,7 +19,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from evalsuite import cli, sandbox
-from evalsuite.api import _generated_sample, evaluate, load_tasks, select_tasks
+from evalsuite.api import evaluate, load_tasks, select_tasks
+from evalsuite.pipeline.answer import _generated_sample
 from evalsuite.data import load_split
 from evalsuite.engines import ContinuationScore
 from evalsuite.errors import DataError, SpecError, TemplateError
