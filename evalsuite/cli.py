@@ -1,7 +1,9 @@
 """The command line: ``evalsuite tasks | show | run | finetune | leaderboard | report | compare | cache``.
 
 Heavy libraries are imported inside the commands, so listing tasks or asking for help starts fast.
-Errors of the :class:`~evalsuite.errors.EvalsuiteError` family print one line and exit with status 2.
+Errors of the :class:`~evalsuite.errors.EvalsuiteError` family print one line and exit with status 2, and so does
+a file or folder that cannot be read or written (an ``OSError``). When the reader of the output goes away
+(``evalsuite tasks | head``), a command stops quietly with status 141, as tools killed by SIGPIPE do.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import argparse
 import json
 import logging
 import os
+import select
+import signal
 import sys
 from pathlib import Path
 
@@ -393,9 +397,19 @@ def _interrupted(args: argparse.Namespace) -> str:
             "rerun the same command to resume where it stopped")
 
 
+def _stdout_reader_gone() -> bool:
+    """Whether standard output is a pipe whose reading end was closed."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError):  # not a real file (a test's capture), or closed
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from evalsuite.errors import EvalsuiteError
+    from evalsuite.errors import EvalsuiteError, os_problem
 
     # evalsuite's own INFO messages (such as the request cache's hits) go to stderr; other libraries' do not.
     logger = logging.getLogger("evalsuite")
@@ -404,9 +418,20 @@ def main(argv: list[str] | None = None) -> int:
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     try:
-        return COMMANDS[args.command](args)
+        status = COMMANDS[args.command](args)
+        sys.stdout.flush()  # so that a reader gone away shows here, not as a traceback at exit
+        return status
     except EvalsuiteError as exc:
         print(f"evalsuite: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if isinstance(exc, BrokenPipeError) and _stdout_reader_gone():
+            # `evalsuite tasks | head`: the reader has all it wanted. Stop quietly, as tools killed by SIGPIPE do.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 128 + signal.SIGPIPE
+        # A file or folder the user named (--output, --cache-dir, ...) that cannot be read or written.
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"evalsuite: error: {where}{' '.join(os_problem(exc).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(_interrupted(args), file=sys.stderr)

@@ -44,7 +44,7 @@ from evalsuite.engines.base import (
     check_scores,
 )
 from evalsuite.engines.models import cache_dir, file_lock
-from evalsuite.errors import EngineError
+from evalsuite.errors import EngineError, os_problem
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +96,13 @@ class RequestCache:
                 self._db.execute("PRAGMA synchronous = NORMAL")
                 self._db.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
-            raise EngineError(
-                f"cannot open the request cache {self.path}: {exc}. Use --cache-dir (or EVALSUITE_CACHE_DIR) "
-                "to put it elsewhere, or --no-cache"
-            ) from None
+            raise self._unusable("open", exc) from None
         self._lock = threading.Lock()  # engines may report answers from a worker thread
+
+    def _unusable(self, doing: str, exc: Exception) -> EngineError:
+        reason = os_problem(exc) if isinstance(exc, OSError) else str(exc)
+        return EngineError(f"cannot {doing} the request cache {self.path}: {reason}. Use --cache-dir (or "
+                           "EVALSUITE_CACHE_DIR) to put it elsewhere, or --no-cache")
 
     def close(self) -> None:
         self._db.close()
@@ -117,11 +119,14 @@ class RequestCache:
         found: dict[str, Any] = {}
         unique = list(dict.fromkeys(keys))
         with self._lock:
-            for start in range(0, len(unique), _LOOKUP_CHUNK):
-                chunk = unique[start : start + _LOOKUP_CHUNK]
-                marks = ",".join("?" * len(chunk))
-                rows = self._db.execute(f"SELECT key, answer FROM answers WHERE key IN ({marks})", chunk)
-                found.update((key, json.loads(answer)) for key, answer in rows)
+            try:
+                for start in range(0, len(unique), _LOOKUP_CHUNK):
+                    chunk = unique[start : start + _LOOKUP_CHUNK]
+                    marks = ",".join("?" * len(chunk))
+                    rows = self._db.execute(f"SELECT key, answer FROM answers WHERE key IN ({marks})", chunk)
+                    found.update((key, json.loads(answer)) for key, answer in rows)
+            except sqlite3.Error as exc:  # e.g. a damaged database file
+                raise self._unusable("read", exc) from None
         return found
 
     def put(self, key: str, kind: str, model_sha256: str, model: str, answer: Any) -> None:
@@ -131,10 +136,14 @@ class RequestCache:
         except ValueError:
             raise EngineError(f"refusing to cache a non-finite answer of model {model}: {answer!r:.200}") from None
         with self._lock:
-            self._db.execute(
-                "INSERT OR IGNORE INTO answers (key, kind, model_sha256, model, answer, created) VALUES (?, ?, ?, ?, ?, ?)",
-                (key, kind, model_sha256, model, text, time.time()),
-            )
+            try:
+                self._db.execute(
+                    "INSERT OR IGNORE INTO answers (key, kind, model_sha256, model, answer, created) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (key, kind, model_sha256, model, text, time.time()),
+                )
+            except sqlite3.Error as exc:  # e.g. its disk is full
+                raise self._unusable("store an answer in", exc) from None
 
     def discard(self, keys: Sequence[str]) -> None:
         """Delete the answers stored for ``keys`` (invalid ones, so that recomputed answers can replace them)."""

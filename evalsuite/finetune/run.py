@@ -11,9 +11,10 @@ from typing import Any, Sequence
 
 from evalsuite.data import default_data_dir
 from evalsuite.engines.models import TRAINING_CARD, fingerprint, model_name, resolve_model
-from evalsuite.errors import EngineError, SpecError
+from evalsuite.errors import EngineError, OutputError, SpecError, os_problem
 from evalsuite.finetune.config import DEFAULT_LEARNING_RATE, DEFAULT_MAX_LENGTH, METHODS, TrainConfig
 from evalsuite.finetune.data import check_splits, training_data
+from evalsuite.results import check_folder
 from evalsuite.results.provenance import library_versions, sha256_hex
 from evalsuite.spec import TaskSpec, load_tasks
 
@@ -88,6 +89,7 @@ def finetune(
     output = Path(output) if output else Path("checkpoints") / f"{model_name(model)}-{spec.name}{suffix}"
     if output.exists() and not overwrite:
         raise SpecError(f"{output} already exists: choose another --output or pass --overwrite")
+    check_folder(output.parent)  # before training: the checkpoint is saved beside it
     data = training_data(spec, Path(data_dir) if data_dir else default_data_dir(), config)
 
     import torch
@@ -139,11 +141,15 @@ def _save(output: Path, trained: Any, tokenizer: Any, card: dict, overwrite: boo
     """Written into ``<output>.partial`` and renamed when complete: a killed run leaves no half checkpoint."""
     partial = output.with_name(output.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    partial.parent.mkdir(parents=True, exist_ok=True)
-    trained.save_pretrained(partial)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(partial)
-    (partial / TRAINING_CARD).write_text(json.dumps(card, indent=2) + "\n")
+    try:
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        trained.save_pretrained(partial)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(partial)
+        (partial / TRAINING_CARD).write_text(json.dumps(card, indent=2) + "\n")
+    except OSError as exc:  # a full disk, say: no half checkpoint stays
+        shutil.rmtree(partial, ignore_errors=True)
+        raise OutputError(f"--output {output}: cannot save the checkpoint: {os_problem(exc)}") from None
     if output.exists() and overwrite:
         shutil.rmtree(output)
     partial.rename(output)

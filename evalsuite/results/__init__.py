@@ -9,12 +9,17 @@ or ``Infinity``) stops the run with an error naming the field instead of being w
 
 A running writer holds a lock on its ``samples.jsonl``. When a run finishes, it deletes the ``.partial``
 folders that earlier, killed runs of the same configuration left behind (same run id apart from its time
-stamp, no live process holding their lock), so a resumed run leaves a clean output folder.
+stamp, no live process holding their lock), so a resumed run leaves a clean output folder. A run that fails
+(an error, not a kill) deletes its own ``.partial`` folder at once.
+
+Readers (:func:`read_run`, :func:`read_samples`) check a file's shape before anything uses it, so a damaged or
+foreign file gives one message naming it, not an error deep inside the leaderboard.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import math
@@ -25,7 +30,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from evalsuite.errors import EvalsuiteError
+from evalsuite.errors import EvalsuiteError, OutputError, os_problem
 from evalsuite.results.records import upgrade_v1
 
 SCHEMA_VERSION = 2
@@ -62,8 +67,16 @@ SCHEMA = {
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
+    """Write to a temporary file in the same folder, fsync, then rename over ``path``.
+
+    A failure (read-only folder, full disk) leaves ``path`` as it was and raises :class:`OutputError`."""
+    try:
+        _atomic_write(Path(path), text)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write it: {os_problem(exc)}") from None
+
+
+def _atomic_write(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, 0o644)  # mkstemp makes the file private; results and reports are meant to be read
@@ -77,27 +90,57 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def check_folder(path: Path, option: str = "--output") -> None:
+    """:class:`OutputError` naming ``path`` as ``option`` unless files can be written in it (or, while it does
+    not exist, it can be made): tried on it or its nearest existing parent, leaving nothing behind."""
+    path = Path(path)
+    nearest = next(p for p in (path, *path.parents) if os.path.lexists(p))
+    try:
+        if not nearest.is_dir():
+            raise OSError(errno.EEXIST if nearest == path else errno.ENOTDIR, "not a folder", str(nearest))
+        with tempfile.TemporaryFile(dir=nearest):  # a folder can exist and still refuse files (read-only mount)
+            pass
+    except OSError as exc:
+        raise OutputError(f"{option} {path}: cannot write there: {os_problem(exc)}") from None
+
+
+def make_folder(path: Path, option: str = "--output") -> Path:
+    """``path`` as a folder that takes files, made if missing (see :func:`check_folder`)."""
+    check_folder(path, option)
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{option} {path}: cannot write there: {os_problem(exc)}") from None
+    return path
+
+
 class RunWriter:
-    """Streams samples and writes the final record of one run."""
+    """Streams samples and writes the final record of one run.
+
+    A write that fails (read-only folder, full disk) raises :class:`OutputError` naming ``--output``; the
+    caller then calls :meth:`abandon`, which deletes the unfinished folder."""
 
     def __init__(self, output: Path, run_id: str):
-        self.output = Path(output)
-        self.output.mkdir(parents=True, exist_ok=True)
+        self.output = make_folder(output)
         base, suffix = run_id, 1
         with _locked(self.output):  # a folder is never seen by another run before its samples are locked
-            while True:  # two runs started in the same second get distinct folders
-                self.run_id = run_id
-                self.final = self.output / run_id
-                self.partial = self.output / (run_id + PARTIAL)
-                try:
-                    if not self.final.exists():
-                        self.partial.mkdir()
-                        break
-                except FileExistsError:
-                    pass
-                suffix += 1
-                run_id = f"{base}-{suffix}"
-            self._samples = open(self.partial / "samples.jsonl", "w", encoding="utf-8")
+            try:
+                while True:  # two runs started in the same second get distinct folders
+                    self.run_id = run_id
+                    self.final = self.output / run_id
+                    self.partial = self.output / (run_id + PARTIAL)
+                    try:
+                        if not self.final.exists():
+                            self.partial.mkdir()
+                            break
+                    except FileExistsError:
+                        pass
+                    suffix += 1
+                    run_id = f"{base}-{suffix}"
+                self._samples = open(self.partial / "samples.jsonl", "w", encoding="utf-8")
+            except OSError as exc:
+                raise self._failed("run folder", exc) from None
             fcntl.flock(self._samples, fcntl.LOCK_EX)  # released by the kernel when this process dies
 
     def write_samples(self, samples: Iterable[dict[str, Any]]) -> None:
@@ -106,21 +149,30 @@ class RunWriter:
             where = (f"{self.partial / 'samples.jsonl'}: the sample of task {sample.get('task')!r}, variant "
                      f"{sample.get('variant')!r}, document {sample.get('doc_id')}")
             lines.append(strict_json(sample, where) + "\n")
-        self._samples.write("".join(lines))
-        self._samples.flush()
+        try:
+            self._samples.write("".join(lines))
+            self._samples.flush()
+        except OSError as exc:
+            raise self._failed("samples", exc) from None
 
     def finish(self, record: dict[str, Any]) -> Path:
         """Write ``results.json``, publish the folder under its final name, then close the samples."""
-        self._samples.flush()
-        os.fsync(self._samples.fileno())
         text = strict_json(record, str(self.partial / "results.json"), indent=2)
-        atomic_write_text(self.partial / "results.json", text + "\n")
-        os.replace(self.partial, self.final)
+        try:
+            self._samples.flush()
+            os.fsync(self._samples.fileno())
+            _atomic_write(self.partial / "results.json", text + "\n")
+            os.replace(self.partial, self.final)
+        except OSError as exc:
+            raise self._failed("results", exc) from None
         # Closed only now: until the rename, its lock tells another run finishing at the same moment that
         # this .partial folder is alive, not a killed run's to delete.
         self._samples.close()
         self._remove_stale_partials()
         return self.final
+
+    def _failed(self, what: str, exc: OSError) -> OutputError:
+        return OutputError(f"--output {self.output}: cannot write the run's {what}: {os_problem(exc)}")
 
     def _remove_stale_partials(self) -> None:
         """Delete ``.partial`` folders of killed runs with this run's configuration."""
@@ -134,8 +186,10 @@ class RunWriter:
                     shutil.rmtree(folder, ignore_errors=True)
 
     def abandon(self) -> None:
-        if not self._samples.closed:
+        """Close and delete the unfinished run folder: a failed run leaves nothing half-written behind."""
+        with contextlib.suppress(OSError):  # closing flushes what is left, which a full disk refuses again
             self._samples.close()
+        shutil.rmtree(self.partial, ignore_errors=True)
 
 
 def strict_json(value: Any, where: str, **options: Any) -> str:
@@ -203,18 +257,125 @@ def find_runs(paths: Iterable[Path]) -> list[Path]:
 
 
 def read_run(folder: Path) -> dict[str, Any]:
+    """A run's ``results.json``, checked to have the layout its readers rely on (see ``SCHEMA``)."""
     path = Path(folder) / "results.json"
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise EvalsuiteError(f"{path}: not a readable results file ({exc})") from None
-    version = record.get("schema_version") if isinstance(record, dict) else None
+    except OSError as exc:
+        raise EvalsuiteError(f"{path}: cannot read it: {os_problem(exc)}") from None
+    except ValueError as exc:  # not JSON, or not UTF-8
+        raise EvalsuiteError(f"{path}: not a results file ({exc}){_NOT_OURS}") from None
+    if not isinstance(record, dict):
+        raise EvalsuiteError(f"{path}: the top level is {_kind(record)}, not an object{_NOT_OURS}")
+    version = record.get("schema_version")
     if version not in READABLE_VERSIONS:
         raise EvalsuiteError(f"{path}: schema_version {version!r} is not one this evalsuite reads "
-                             f"({', '.join(map(str, READABLE_VERSIONS))}); read it with the evalsuite that wrote it")
+                             f"({', '.join(map(str, READABLE_VERSIONS))}){_NOT_OURS}")
+    problem = _record_problem(record)
+    if problem:
+        raise EvalsuiteError(f"{path}: {problem}{_NOT_OURS}")
     return upgrade_v1(record) if version == 1 else record
 
 
 def read_samples(folder: Path) -> list[dict[str, Any]]:
-    with open(Path(folder) / "samples.jsonl", encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle]
+    """A run's ``samples.jsonl``, each line checked to have the fields its readers rely on."""
+    path = Path(folder) / "samples.jsonl"
+    samples = []
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    sample = json.loads(line)
+                except ValueError as exc:
+                    raise EvalsuiteError(f"{path}: line {number}: not JSON ({exc.msg}){_NOT_OURS}") from None
+                problem = _sample_problem(sample)
+                if problem:
+                    raise EvalsuiteError(f"{path}: line {number}: {problem}{_NOT_OURS}")
+                samples.append(sample)
+    except OSError as exc:
+        raise EvalsuiteError(f"{path}: cannot read it: {os_problem(exc)}") from None
+    except UnicodeDecodeError as exc:
+        raise EvalsuiteError(f"{path}: not UTF-8 text ({exc}){_NOT_OURS}") from None
+    return samples
+
+
+_NOT_OURS = ("; the file was damaged or not written by this version of evalsuite: run that evaluation again, "
+             "or move its folder out of the folders read")
+_NUMBER = (int, float)
+# The layout readers rely on: field -> (types, required). Other fields are free.
+_RUN = {"run_id": (str, True), "created": (str, True), "config": (dict, True), "model": (dict, False),
+        "evaluations": (list, True), "skipped": (list, False)}
+_CONFIG = {"model": (str, True), "adapter": (str, False), "mode": (str, False), "shots": (int, False),
+           "engine": (str, False), "dtype": (str, False)}
+_DESCRIBED = {"engine": (str, False), "dtype": (str, False), "finetuned": (dict, False)}
+_FINETUNED = {"base": (str, True), "task": (str, True), "method": (str, True)}
+_EVALUATION = {"task": (str, True), "variant": (str, True), "main_metric": (str, True), "metrics": (dict, True),
+               "n": (int, False), "category": (str, False), "hashes": (dict, False), "confusion": (dict, False),
+               "labels": (list, False), "positive": (int, False)}
+_HASHES = {"data": (str, False)}
+_METRIC = {"value": (_NUMBER, False), "low": (_NUMBER, False), "high": (_NUMBER, False), "definition": (str, False)}
+_SAMPLE = {"task": (str, True), "variant": (str, True), "doc_id": (int, True), "pred": (int, True),
+           "gold": (int, True), "correct": (bool, True), "doc_hash": (str, False), "pred_norm": (int, False),
+           "choices": (list, False), "logprobs": (list, False), "fewshot_ids": (list, False), "votes": (list, False)}
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "true or false", type(None): "null"}.get(
+        type(value), "a number")
+
+
+def _fields_problem(obj: Any, fields: dict[str, tuple[Any, bool]], where: str) -> str | None:
+    """The first field of ``obj`` (``where`` names it) that is missing or of the wrong type, or None."""
+    if not isinstance(obj, dict):
+        name = f"field '{where.rstrip('.')}'" if where else "the line"
+        return f"{name} is {_kind(obj)}, not an object"
+    for key, (types, required) in fields.items():
+        value = obj.get(key)
+        if value is None and not required:
+            continue
+        if key not in obj:
+            return f"field '{where}{key}' is missing"
+        # bool is an int to Python, never to a results file; an int is a float.
+        if not isinstance(value, types) or (isinstance(value, bool) and types is not bool):
+            return f"field '{where}{key}' is {_kind(value)}"
+    return None
+
+
+def _sample_problem(sample: Any) -> str | None:
+    problem = _fields_problem(sample, _SAMPLE, "")
+    if problem:
+        return problem
+    if not all(isinstance(c, str) for c in sample.get("choices") or ()):
+        return "field 'choices' is not a list of strings"
+    if not all(isinstance(x, _NUMBER) and not isinstance(x, bool) for x in sample.get("logprobs") or ()):
+        return "field 'logprobs' is not a list of numbers"
+    return None
+
+
+def _record_problem(record: dict[str, Any]) -> str | None:
+    """The first way ``record`` departs from the layout of ``SCHEMA`` that readers rely on, or None."""
+    described = record.get("model") or {}
+    problem = (_fields_problem(record, _RUN, "") or _fields_problem(record["config"], _CONFIG, "config.")
+               or _fields_problem(described, _DESCRIBED, "model."))
+    if problem:
+        return problem
+    if described.get("finetuned") is not None:
+        if problem := _fields_problem(described["finetuned"], _FINETUNED, "model.finetuned."):
+            return problem
+    for i, ev in enumerate(record["evaluations"]):
+        where = f"evaluations[{i}]."
+        if problem := _fields_problem(ev, _EVALUATION, where):
+            return problem
+        if problem := _fields_problem(ev.get("hashes") or {}, _HASHES, f"{where}hashes."):
+            return problem
+        if ev["main_metric"] not in ev["metrics"]:
+            return f"field '{where}metrics' lacks the main metric {ev['main_metric']!r}"
+        for name, metric in ev["metrics"].items():
+            if problem := _fields_problem(metric, _METRIC, f"{where}metrics.{name}."):
+                return problem
+        for gold, row in (ev.get("confusion") or {}).items():
+            if not isinstance(row, dict) or not all(isinstance(c, int) for c in row.values()):
+                return f"field '{where}confusion.{gold}' is not an object of counts"
+    return None
