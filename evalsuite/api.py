@@ -9,6 +9,7 @@ from evalsuite.data import default_data_dir
 from evalsuite.engines import Engine
 from evalsuite.errors import SpecError
 from evalsuite.pipeline import RunResult, run
+from evalsuite.pipeline.check import check_fewshot_pool
 from evalsuite.pipeline.load import Splits, select_tasks, variants
 from evalsuite.pipeline.render import render_instances
 from evalsuite.prompting import PromptRenderer
@@ -54,8 +55,11 @@ def show_prompts(
 ) -> list[tuple[str, str]]:
     """The rendered prompt of each variant for one document: context, then the scored answers
     (``data_seed``: as in :func:`evaluate`, a generated task's fresh test set)."""
+    if doc < 0 or shots < 0:
+        raise SpecError(f"--doc and --shots must be 0 or more, got --doc {doc} --shots {shots}")
     task = select_tasks(catalog, name)[0]
     splits = Splits(Path(data_dir) if data_dir else default_data_dir(), data_seed)
+    check_fewshot_pool(task, splits, shots)
     shown = []
     for variant in variants(task, None if prompt == "default" else prompt):
         instances, _, _ = render_instances(task, PromptRenderer(task, variant), splits, shots=shots, seed=seed,

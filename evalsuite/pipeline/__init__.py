@@ -1,7 +1,9 @@
 """The evaluation pipeline: load → render → answer → score → record, one named stage per module.
 
 :func:`run` takes a :class:`~evalsuite.spec.RunSpec` and writes a run folder. Everything that needs no model
-(task selection, metrics, prompt variants, data) is loaded and checked before the engine is.
+(task selection, metrics, prompt variants, data, every document rendered, the output folder, the cache) is
+loaded and checked before the engine is (:mod:`evalsuite.pipeline.check`); a run that fails later leaves no
+run folder behind.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ from evalsuite.data import default_data_dir
 from evalsuite.engines import Classifier, Engine, load_engine
 from evalsuite.engines.base import InvalidAnswer
 from evalsuite.engines.cache import CachedEngine, RequestCache
-from evalsuite.errors import DataError, SpecError
+from evalsuite.errors import DataError, OutputError, SpecError
 from evalsuite.pipeline.answer import answer, with_scores
 from evalsuite.pipeline.load import Splits, check_metrics, select_tasks, variants
 from evalsuite.pipeline.record import doc_hash, record, run_id
-from evalsuite.pipeline.render import chunks, fewshot_renderer
+from evalsuite.pipeline.check import answered_by_head, preflight
+from evalsuite.pipeline.render import Picks, chunks, fewshot_renderer
 from evalsuite.pipeline.score import Tally, score
 from evalsuite.prompting import PromptRenderer
 from evalsuite.results import SCHEMA_VERSION, RunWriter
@@ -57,6 +60,8 @@ def run(spec: RunSpec, engine: Engine | Classifier | None = None) -> RunResult:
     data_dir = spec.data_dir or default_data_dir()
     splits = Splits(data_dir, spec.data_seed)
     selected, skipped = _load(spec, splits)
+    prompted = [(task, prompt) for task in selected for prompt in variants(task, spec.prompts)]
+    picks = preflight(prompted, splits, spec, by_head=answered_by_head(engine or spec.engine, spec.model))
 
     load_started = time.perf_counter()
     if engine is None:
@@ -68,7 +73,7 @@ def run(spec: RunSpec, engine: Engine | Classifier | None = None) -> RunResult:
         _check_classifier(engine, selected, spec.mode)
         plan: list[tuple[TaskSpec, PromptSpec | None]] = [(task, None) for task in selected]
     else:
-        plan = [(task, prompt) for task in selected for prompt in variants(task, spec.prompts)]
+        plan = list(prompted)
         cached = _with_cache(engine, spec.cache)
         engine = cached or engine
     described = engine.describe()
@@ -82,26 +87,31 @@ def run(spec: RunSpec, engine: Engine | Classifier | None = None) -> RunResult:
             if prompt is None:
                 evaluations.append(_classify_task(engine, task, splits, writer, spec))
             else:
-                evaluations.append(_evaluate_task(engine, task, prompt, splits, writer, spec))
+                evaluations.append(_evaluate_task(engine, task, prompt, splits, writer, spec, picks))
+        record_ = {
+            "schema_version": SCHEMA_VERSION,
+            "run_id": writer.run_id,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "config": config,
+            "model": described,
+            "versions": library_versions(),
+            "timings": {"engine_load_s": round(engine_load_s, 3), "total_s": round(time.perf_counter() - started, 3)},
+            "cache": cached.summary() if cached else None,
+            "evaluations": [ev.to_dict() for ev in evaluations],
+            "skipped": skipped,
+        }
+        return RunResult(writer.finish(record_), record_)
+    except OutputError as exc:  # a write failed (a full disk, say): nothing half-written stays, the answers do
+        writer.abandon()
+        kept = (f"the answers computed so far are kept in the request cache {cached.cache.path}: rerun the same "
+                "command to resume" if cached else "this run used no request cache: a rerun starts over")
+        raise OutputError(f"{exc}. The unfinished run folder was removed; {kept}") from None
     except BaseException:
         writer.abandon()
         raise
     finally:
         if cached:
             cached.cache.close()
-    record_ = {
-        "schema_version": SCHEMA_VERSION,
-        "run_id": writer.run_id,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "config": config,
-        "model": described,
-        "versions": library_versions(),
-        "timings": {"engine_load_s": round(engine_load_s, 3), "total_s": round(time.perf_counter() - started, 3)},
-        "cache": cached.summary() if cached else None,
-        "evaluations": [ev.to_dict() for ev in evaluations],
-        "skipped": skipped,
-    }
-    return RunResult(writer.finish(record_), record_)
 
 
 def _load(spec: RunSpec, splits: Splits) -> tuple[list[TaskSpec], list[dict[str, str]]]:
@@ -136,12 +146,12 @@ def _with_cache(engine: Engine, cache: bool | Path) -> CachedEngine | None:
 
 
 def _evaluate_task(engine: Engine, task: TaskSpec, prompt: PromptSpec, splits: Splits, writer: RunWriter,
-                   spec: RunSpec) -> EvaluationRecord:
+                   spec: RunSpec, picks: Picks) -> EvaluationRecord:
     """One task × prompt variant, chunk by chunk: render → answer → (write) → score → record."""
     started = time.perf_counter()
     evaluated = splits(task, task.eval_split)
     render, pool = fewshot_renderer(task, PromptRenderer(task, prompt), splits, shots=spec.shots, seed=spec.seed,
-                                    sampler=spec.fewshot_sampler)
+                                    sampler=spec.fewshot_sampler, picks=picks)
     n_samples = spec.samples if prompt.method == "generation" else 1
     n_docs = min(len(evaluated.docs), spec.limit or len(evaluated.docs))
     bar = _progress_bar(n_docs * n_samples, f"{task.name}/{prompt.name}", spec.progress)

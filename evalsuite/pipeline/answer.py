@@ -11,7 +11,7 @@ import numpy as np
 from evalsuite.engines import Engine, GenerationRequest, encode_choices, encode_context
 from evalsuite.engines.base import InvalidAnswer
 from evalsuite.errors import SpecError
-from evalsuite.pipeline.render import apply_chat
+from evalsuite.pipeline.render import apply_chat, no_choices
 from evalsuite.prompting import Instance
 from evalsuite.results.records import Sample
 from evalsuite.sandbox import LimitError
@@ -28,7 +28,7 @@ def answer(runner: Engine, task: TaskSpec, prompt: PromptSpec, instances: list[I
     contexts = [apply_chat(tokenizer, i.context) if chat_template else i.context for i in instances]
     if prompt.method == "loglikelihood":
         if any(not inst.continuations for inst in instances):
-            raise SpecError(f"{task.path}: task '{task.name}' has no 'choices' for log-likelihood prompt {prompt.path}")
+            raise no_choices(task, prompt)
         requests = [encode_choices(tokenizer, c, inst.continuations) for c, inst in zip(contexts, instances)]
         try:
             answers = runner.loglikelihood(requests, progress=progress)

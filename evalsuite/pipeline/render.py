@@ -9,7 +9,7 @@ from typing import Any
 from evalsuite.data import Split
 from evalsuite.errors import SpecError
 from evalsuite.prompting import FewshotSampler, Instance, PromptRenderer
-from evalsuite.spec import TaskSpec
+from evalsuite.spec import PromptSpec, TaskSpec
 
 # Evaluated documents are rendered, answered, written to samples.jsonl and dropped this many at a time, so a
 # run's memory does not grow with the split; a usual test set still goes to the engine in one call, which
@@ -17,12 +17,19 @@ from evalsuite.spec import TaskSpec
 CHUNK_DOCS = 2048
 
 SplitLoader = Callable[[TaskSpec, str], Split]
+# Few-shot example indices chosen per (task, variant, document), carried from the pre-flight check to the run.
+Picks = dict[tuple[str, str, int], list[int]]
 
 
 def fewshot_renderer(
-    task: TaskSpec, renderer: PromptRenderer, split_of: SplitLoader, *, shots: int, seed: int, sampler: str | None
+    task: TaskSpec, renderer: PromptRenderer, split_of: SplitLoader, *, shots: int, seed: int, sampler: str | None,
+    picks: Picks | None = None,
 ) -> tuple[Callable[[dict, int], Instance], Split | None]:
-    """A function rendering a document (given its index) with its few-shot examples, and their pool."""
+    """A function rendering a document (given its index) with its few-shot examples, and their pool.
+
+    Choosing a document's examples takes a pass over the pool, so ``picks`` carries the choices from one
+    rendering of the documents to the next: a document's choice is stored there when missing, and taken out
+    (not chosen again) when present."""
     if shots == 0:
         return renderer.render, None
     if task.fewshot_split is None:
@@ -42,10 +49,16 @@ def fewshot_renderer(
         raise SpecError(f"task '{task.name}': few-shot selection failed: {exc}") from None
 
     def render(doc: dict, doc_id: int) -> Instance:
-        try:
-            pick = chooser.select(doc_id)
-        except ValueError as exc:
-            raise SpecError(f"task '{task.name}': few-shot selection failed: {exc}") from None
+        key = (task.name, renderer.prompt.name, doc_id)
+        if picks is not None and key in picks:
+            pick = picks.pop(key)
+        else:
+            try:
+                pick = chooser.select(doc_id)
+            except ValueError as exc:
+                raise SpecError(f"task '{task.name}': few-shot selection failed: {exc}") from None
+            if picks is not None:
+                picks[key] = pick
         return renderer.render(doc, doc_id, [(j, examples[j]) for j in pick])
 
     return render, pool
@@ -59,6 +72,11 @@ def render_instances(
     evaluated = split_of(task, task.eval_split)
     render, pool = fewshot_renderer(task, renderer, split_of, shots=shots, seed=seed, sampler=sampler)
     return [render(doc, i) for i, doc in enumerate(itertools.islice(evaluated.docs, limit))], evaluated, pool
+
+
+def no_choices(task: TaskSpec, prompt: PromptSpec) -> SpecError:
+    """The error for a log-likelihood prompt whose task gives no choices to score."""
+    return SpecError(f"{task.path}: task '{task.name}' has no 'choices' for log-likelihood prompt {prompt.path}")
 
 
 def chunks(docs: Iterable[dict], limit: int | None) -> Iterator[list[tuple[int, dict]]]:

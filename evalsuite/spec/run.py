@@ -8,6 +8,7 @@ The command line offers these values, and leaderboards name a run's setting by t
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -92,11 +93,16 @@ class RunSpec:
         elif self.cache is not True and self.cache is not False:
             set_("cache", Path(self.cache))
         set_("engine_args", dict(self.engine_args or {}))
-        if self.limit is not None and self.limit < 1:
-            raise SpecError(f"--limit must be at least 1, got {self.limit}")
-        if self.samples < 1 or self.temperature < 0 or (self.samples > 1 and self.temperature == 0):
-            raise SpecError(f"--samples {self.samples} --temperature {self.temperature}: samples must be at least "
-                            "1, the temperature at least 0, and several samples need a temperature above 0 to differ")
+        for option, value in (("--limit", self.limit), ("--batch-size", self.batch_size), ("--bootstrap", self.n_boot)):
+            if value is not None and value < 1:
+                raise SpecError(f"{option} must be at least 1, got {value}")
+        if self.seed < 0:
+            raise SpecError(f"--seed must be 0 or more, got {self.seed}")
+        temperature = self.temperature
+        if self.samples < 1 or not (math.isfinite(temperature) and temperature >= 0) or (
+                self.samples > 1 and temperature == 0):
+            raise SpecError(f"--samples {self.samples} --temperature {temperature}: samples must be at least 1, the "
+                            "temperature a number at least 0, and several samples need a temperature above 0 to differ")
 
     def config(self, engine_name: str, data_dir: Path | None, tasks: Sequence[str]) -> dict[str, Any]:
         """The ``config`` entry of results.json: the request as run (the engine as it named itself, the data
