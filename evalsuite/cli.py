@@ -36,6 +36,12 @@ def _cache_dir(parser: argparse.ArgumentParser) -> None:
                         "else ~/.cache/evalsuite)")
 
 
+def _absolute_paths(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--absolute-paths", action="store_true",
+                        help="show models and adapters given as absolute paths as they are (default: relative to "
+                        "the current folder, since published files are made to be shared)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from evalsuite.spec import CATEGORIES, DEFAULT_SHOTS, DTYPES, MODES, SAMPLERS
 
@@ -144,10 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--output", type=Path, default=Path("leaderboards"))
     board.add_argument("--metric", default=None, help="show this metric (e.g. f1) where a task has it, instead of "
                        "the task's main metric")
+    _absolute_paths(board)
 
     report = commands.add_parser("report", help="write leaderboards/index.html: rankings, plots, paired tests, errors")
     report.add_argument("runs", nargs="*", type=Path, default=[Path("results")], help="run folders or folders of runs (default: results/)")
     report.add_argument("--output", type=Path, default=Path("leaderboards"))
+    _absolute_paths(report)
 
     comp = commands.add_parser("compare", help="paired significance test per task between two runs or leaderboard rows")
     comp.add_argument("a", metavar="A", help="run folder, or a leaderboard row: model=M,setting=S[,prompt=P][,adapter=D]")
@@ -326,7 +334,7 @@ def _engine_args(items: list[str]) -> dict:
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from evalsuite.leaderboard import build_leaderboard
 
-    written = build_leaderboard(args.runs, args.output, args.metric)
+    written = build_leaderboard(args.runs, args.output, args.metric, absolute_paths=args.absolute_paths)
     for path in written.values():
         print(f"wrote {path}")
     return 0
@@ -335,7 +343,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from evalsuite.leaderboard.report import build_report
 
-    print(f"wrote {build_report(args.runs, args.output)}")
+    print(f"wrote {build_report(args.runs, args.output, absolute_paths=args.absolute_paths)}")
     return 0
 
 

@@ -3,23 +3,28 @@
 Only complete run folders are read (``find_runs`` skips ``*.partial``). When several runs hold the same
 (model, adapter, setting, prompt variant, task), the newest by ``created`` wins. Means over tasks are
 unweighted; their 95% intervals combine the per-task intervals as if the tasks were independent.
+
+Published files (the leaderboards and the HTML report) are made to be shared: a model or adapter given as an
+absolute path shows relative to the folder the command runs in (unless absolute paths are asked for), and
+Markdown escapes whatever text it shows (results.json, the private record, keeps the paths as given).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
 import pandas as pd
 
 from evalsuite.errors import EvalsuiteError
-from evalsuite.results import atomic_write_text, find_runs, read_run
+from evalsuite.results import atomic_write_text, find_runs, make_folder, read_run
 from evalsuite.spec import CATEGORIES, setting_label
 
-__all__ = ["CATEGORIES", "DEFINITIONS", "gather", "leaderboard_table", "build_leaderboard", "metric_definitions",
-           "render_markdown", "runs_of"]
+__all__ = ["CATEGORIES", "DEFINITIONS", "gather", "gather_published", "leaderboard_table", "build_leaderboard",
+           "markdown_escape", "metric_definitions", "render_markdown", "runs_of"]
 
 Z = 1.96
 ROW_KEY = ["model", "adapter", "setting", "variant"]
@@ -41,9 +46,9 @@ DEFINITIONS = {
 }
 
 
-def _display(cfg: dict[str, Any], described: dict[str, Any]) -> str:
+def _display(model: str, adapter: str, described: dict[str, Any]) -> str:
     """How a row's model reads: fine-tuned checkpoints and adapters say what base and task they came from."""
-    model, adapter, tuned = str(cfg["model"]), cfg.get("adapter"), described.get("finetuned")
+    tuned = described.get("finetuned")
     if not tuned:
         return model + (f" + {adapter}" if adapter else "")
     if adapter:
@@ -55,42 +60,48 @@ def _float(x: Any) -> float:
     return float("nan") if x is None else float(x)
 
 
-def _rows(folder: Path, metric: str | None = None) -> list[dict[str, Any]]:
+def _relative(path: str) -> str:
+    """An absolute path as seen from the current folder; a name, hub id or URL as it is."""
+    return os.path.relpath(path) if os.path.isabs(path) else path
+
+
+def _rows(folder: Path, metric: str | None = None, absolute_paths: bool = True) -> list[dict[str, Any]]:
     """Long-table rows of one run folder: ``metric`` where an evaluation has it, else its main metric."""
-    record = read_run(folder)
-    try:
-        cfg, described = record.get("config") or {}, record.get("model") or {}
-        common = {
-            "model": str(cfg["model"]), "label": _display(cfg, described),
-            "engine": cfg.get("engine") or described.get("engine"),
-            "adapter": cfg.get("adapter") or "", "mode": cfg.get("mode"), "shots": int(cfg.get("shots") or 0),
-            "setting": setting_label(cfg.get("mode"), cfg.get("shots")), "run_id": record["run_id"],
-            "created": record["created"], "dtype": described.get("dtype") or cfg.get("dtype"), "folder": str(folder),
-        }
-        rows = []
-        for ev in record.get("evaluations") or []:
-            shown = metric if metric in ev["metrics"] else ev["main_metric"]
-            m = ev["metrics"][shown]
-            rows.append({
-                **common, "variant": ev["variant"], "task": ev["task"], "category": ev.get("category") or "",
-                "metric": shown, "value": _float(m.get("value")), "low": _float(m.get("low")),
-                "high": _float(m.get("high")), "n": int(ev.get("n") or 0),
-                "unparseable": _float((ev["metrics"].get("unparseable_rate") or {}).get("value")),
-                "data_hash": (ev.get("hashes") or {}).get("data"), "definition": m.get("definition") or "",
-            })
-        return rows
-    except (KeyError, TypeError, ValueError) as exc:
-        raise EvalsuiteError(f"{Path(folder) / 'results.json'}: missing or malformed field ({exc!r})") from None
+    record = read_run(folder)  # checked: every field used below is there, with its type
+    cfg, described = record["config"], record.get("model") or {}
+    shown = str if absolute_paths else _relative
+    model, adapter = shown(cfg["model"]), shown(cfg.get("adapter") or "")
+    common = {
+        "model": model, "label": _display(model, adapter, described),
+        "engine": cfg.get("engine") or described.get("engine"),
+        "adapter": adapter, "mode": cfg.get("mode"), "shots": int(cfg.get("shots") or 0),
+        "setting": setting_label(cfg.get("mode"), cfg.get("shots")), "run_id": record["run_id"],
+        "created": record["created"], "dtype": described.get("dtype") or cfg.get("dtype"), "folder": str(folder),
+    }
+    rows = []
+    for ev in record["evaluations"]:
+        name = metric if metric in ev["metrics"] else ev["main_metric"]
+        m = ev["metrics"][name]
+        rows.append({
+            **common, "variant": ev["variant"], "task": ev["task"], "category": ev.get("category") or "",
+            "metric": name, "value": _float(m.get("value")), "low": _float(m.get("low")),
+            "high": _float(m.get("high")), "n": int(ev.get("n") or 0),
+            "unparseable": _float((ev["metrics"].get("unparseable_rate") or {}).get("value")),
+            "data_hash": (ev.get("hashes") or {}).get("data"), "definition": m.get("definition") or "",
+        })
+    return rows
 
 
-def gather(run_dirs: Sequence[Path], metric: str | None = None) -> pd.DataFrame:
+def gather(run_dirs: Sequence[Path], metric: str | None = None, *, absolute_paths: bool = True) -> pd.DataFrame:
     """Long table, one row per run × evaluation, newest run winning per (model, adapter, setting, variant, task).
 
     ``run_dirs`` may be run folders or folders holding them. Each row holds the evaluation's ``metric`` (e.g.
     ``f1``) where it has one, else its main metric. ``attrs['superseded']`` counts the rows dropped
-    as older duplicates; ``attrs['notes']`` says which runs they came from.
+    as older duplicates; ``attrs['notes']`` says which runs they came from. Without ``absolute_paths``, a
+    model or adapter recorded as an absolute path reads relative to the current folder (as published files
+    show it).
     """
-    rows = [row for folder in find_runs(run_dirs) for row in _rows(folder, metric)]
+    rows = [row for folder in find_runs(run_dirs) for row in _rows(folder, metric, absolute_paths)]
     long = pd.DataFrame(rows, columns=LONG_COLUMNS)
     if long.empty:
         long.attrs.update(superseded=0, notes=[])
@@ -185,9 +196,14 @@ def leaderboard_table(long: pd.DataFrame) -> pd.DataFrame:
     return wide
 
 
-def _md(text: Any) -> str:
-    """Markdown-safe text: backslashes, pipes and asterisks escaped, newlines flattened."""
-    text = str(text).replace("\\", "\\\\").replace("|", "\\|").replace("*", "\\*")
+_MARKDOWN_SPECIAL = str.maketrans({c: "\\" + c for c in "\\|*`<>"})
+
+
+def markdown_escape(text: Any) -> str:
+    """Text that Markdown shows as it is, also in a table cell: the characters that would end a cell, emphasise,
+    quote code or open an HTML tag are backslash-escaped, a link's ``](`` is broken, newlines are flattened.
+    (Brackets alone stay: an interval's ``[low, high]`` is no link.)"""
+    text = str(text).translate(_MARKDOWN_SPECIAL).replace("](", "\\](")
     return text.replace("\r", " ").replace("\n", " ")
 
 
@@ -204,8 +220,8 @@ def _label(row: pd.Series) -> str:
 
 
 def _table(header: list[str], body: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(_md(h) for h in header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(_md(c) for c in cells) + " |" for cells in body]
+    lines = ["| " + " | ".join(markdown_escape(h) for h in header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(markdown_escape(c) for c in cells) + " |" for cells in body]
 
 
 def metric_definitions(long: pd.DataFrame) -> list[dict[str, Any]]:
@@ -248,15 +264,16 @@ def render_markdown(long: pd.DataFrame, wide: pd.DataFrame) -> str:
     lines += _table(header, body)
     lines += ["", "## n per task", ""] + _table(["model", "setting", "prompt", *(t["task"] for t in tasks)], n_body)
     lines += ["", "## Definitions", ""]
-    lines += [f"- **{name.replace('_', ' ').capitalize()}**: {_md(text)}" for name, text in DEFINITIONS.items()]
+    lines += [f"- **{name.replace('_', ' ').capitalize()}**: {markdown_escape(text)}" for name, text in DEFINITIONS.items()]
     if flagged:
         lines += ["- \\* Mean over k of K tasks (the row lacks results for some tasks):"]
-        lines += [f"  - {_md(text)}" for text in flagged]
+        lines += [f"  - {markdown_escape(text)}" for text in flagged]
     lines += ["", "### Metrics", ""]
-    lines += [f"- **{_md(d['metric'])}** ({', '.join(d['tasks'])}): {_md(d['definition']) or '(no definition given)'}"
+    lines += [f"- **{markdown_escape(d['metric'])}** ({markdown_escape(', '.join(d['tasks']))}): "
+              f"{markdown_escape(d['definition']) or '(no definition given)'}"
               for d in metric_definitions(long)]
     if wide.attrs.get("notes"):
-        lines += ["", "## Notes", ""] + [f"- {_md(note)}" for note in wide.attrs["notes"]]
+        lines += ["", "## Notes", ""] + [f"- {markdown_escape(note)}" for note in wide.attrs["notes"]]
     runs = runs_of(long)
     lines += ["", "## Runs included", ""]
     lines += _table(["run_id", "created", "engine", "dtype"],
@@ -290,24 +307,41 @@ def _json(long: pd.DataFrame, wide: pd.DataFrame) -> dict[str, Any]:
             "runs": runs_of(long), "superseded": wide.attrs.get("superseded", 0), "notes": wide.attrs.get("notes", [])}
 
 
-def build_leaderboard(run_dirs: Sequence[Path], output: Path, metric: str | None = None) -> dict[str, Path]:
-    """Write ``leaderboard.md``, ``.csv``, ``.json`` and ``variants.md`` (prompt variants side by side, see
-    :mod:`evalsuite.leaderboard.variants`) under ``output``, each atomically; return their paths. Cells show
-    each task's main metric, or ``metric`` where a task has it."""
-    from evalsuite.leaderboard.variants import render_variants
+def _spreadsheet_safe(table: pd.DataFrame) -> pd.DataFrame:
+    """The table with each text cell that a spreadsheet would run as a formula (=, +, -, @ first) quoted by a
+    leading apostrophe, as spreadsheets themselves do."""
+    table = table.copy()
+    for column in [c for c in table.columns if pd.api.types.is_string_dtype(table[c].dtype)]:
+        table[column] = table[column].map(lambda v: "'" + v if isinstance(v, str) and v[:1] in ("=", "+", "-", "@") else v)
+    return table
 
-    searched = ", ".join(str(p) for p in run_dirs) or "(no folders given)"
-    long = gather(run_dirs, metric) if run_dirs else pd.DataFrame(columns=LONG_COLUMNS)
+
+def gather_published(run_dirs: Sequence[Path], metric: str | None = None, *,
+                     absolute_paths: bool = False) -> pd.DataFrame:
+    """The long table that published files are made from (see :func:`gather`); no complete run is an error."""
+    long = gather(run_dirs, metric, absolute_paths=absolute_paths) if run_dirs else pd.DataFrame(columns=LONG_COLUMNS)
     if long.empty:
+        searched = ", ".join(str(p) for p in run_dirs) or "(no folders given)"
         raise EvalsuiteError(f"no complete runs found in {searched} (a run folder holds results.json; unfinished "
                              "*.partial folders are skipped): run `evalsuite run` first, or point at its --output folder")
+    return long
+
+
+def build_leaderboard(run_dirs: Sequence[Path], output: Path, metric: str | None = None, *,
+                      absolute_paths: bool = False) -> dict[str, Path]:
+    """Write ``leaderboard.md``, ``.csv``, ``.json`` and ``variants.md`` (prompt variants side by side, see
+    :mod:`evalsuite.leaderboard.variants`) under ``output``, each atomically; return their paths. Cells show
+    each task's main metric, or ``metric`` where a task has it. Models and adapters given as absolute paths
+    are shown relative to the current folder, unless ``absolute_paths``."""
+    from evalsuite.leaderboard.variants import render_variants
+
+    long = gather_published(run_dirs, metric, absolute_paths=absolute_paths)
     wide = leaderboard_table(long)
-    output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
+    output = make_folder(output)
     paths = {"md": output / "leaderboard.md", "csv": output / "leaderboard.csv", "json": output / "leaderboard.json",
              "variants": output / "variants.md"}
     atomic_write_text(paths["md"], render_markdown(long, wide))
-    atomic_write_text(paths["csv"], wide.to_csv(index=False, lineterminator="\n"))
+    atomic_write_text(paths["csv"], _spreadsheet_safe(wide).to_csv(index=False, lineterminator="\n"))
     atomic_write_text(paths["json"], json.dumps(_json(long, wide), indent=2, ensure_ascii=False, allow_nan=False) + "\n")
     atomic_write_text(paths["variants"], render_variants(long))
     return paths

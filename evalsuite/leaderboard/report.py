@@ -7,6 +7,7 @@ accuracy by difficulty), error analysis (confusion matrices, most confident wron
 
 Every piece of text from runs (model names, prompts, model outputs, labels) goes through ``html.escape``; a
 Content-Security-Policy allows only this file's own script (by hash), inline styles and ``data:`` images.
+Models and adapters given as absolute paths read relative to the current folder (see :mod:`evalsuite.leaderboard`).
 """
 
 from __future__ import annotations
@@ -26,11 +27,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from evalsuite.errors import EvalsuiteError
 from evalsuite.leaderboard import (
     DEFINITIONS,
     LONG_COLUMNS,
-    gather,
+    gather_published,
     leaderboard_table,
     metric_definitions,
     runs_of,
@@ -45,7 +45,7 @@ from evalsuite.leaderboard.compare import (
     format_p,
     system_label,
 )
-from evalsuite.results import atomic_write_text
+from evalsuite.results import atomic_write_text, make_folder
 from evalsuite.scoring.stats import fleiss_kappa, kendall_tau_b
 
 __all__ = ["build_report", "render_report"]
@@ -758,17 +758,12 @@ def render_report(long: pd.DataFrame, wide: pd.DataFrame, evaluations: dict[tupl
     )
 
 
-def build_report(run_dirs: Sequence[Path], output: Path) -> Path:
-    """Write ``index.html`` under ``output`` (atomically) from the complete runs in ``run_dirs``."""
-    searched = ", ".join(str(p) for p in run_dirs) or "(no folders given)"
-    long = gather(run_dirs) if run_dirs else pd.DataFrame(columns=LONG_COLUMNS)
-    if long.empty:
-        raise EvalsuiteError(f"no complete runs found in {searched} (a run folder holds results.json; unfinished "
-                             "*.partial folders are skipped): run `evalsuite run` first, or point at its --output folder")
+def build_report(run_dirs: Sequence[Path], output: Path, *, absolute_paths: bool = False) -> Path:
+    """Write ``index.html`` under ``output`` (atomically) from the complete runs in ``run_dirs``; models and
+    adapters given as absolute paths are shown relative to the current folder, unless ``absolute_paths``."""
+    long = gather_published(run_dirs, absolute_paths=absolute_paths)
     wide = leaderboard_table(long)
     evaluations = evaluations_of(long)
-    output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
-    path = output / "index.html"
+    path = make_folder(output) / "index.html"
     atomic_write_text(path, render_report(long, wide, evaluations))
     return path

@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from evalsuite.spec import CATEGORIES
+from evalsuite.leaderboard import markdown_escape
 
 PREFERRED = ("plain", "lettered", "cot")
 
@@ -64,12 +65,12 @@ def render_variants(long: pd.DataFrame) -> str:
     for (model, adapter, setting), group in table.groupby(["model", "adapter", "setting"], sort=False):
         generated = [v for v in variants if group[f"{v}__unparseable"].notna().any()]
         header = ["task", "category", "metric", "n", *variants, *(f"{v} unparseable" for v in generated)]
-        lines += [f"## {model}{' + ' + adapter if adapter else ''}, {setting}", "",
-                  "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += [f"## {markdown_escape(model)}{' + ' + markdown_escape(adapter) if adapter else ''}, {setting}", "",
+                  "| " + " | ".join(map(markdown_escape, header)) + " |", "|" + "---|" * len(header)]
         for _, row in group.iterrows():
             cells = [row["task"], row["category"], row["metric"], row["n"]]
             cells += [_cell(row[f"{v}__value"], row[f"{v}__low"], row[f"{v}__high"]) for v in variants]
             cells += ["—" if pd.isna(row[f"{v}__unparseable"]) else f"{row[f'{v}__unparseable']:.3f}" for v in generated]
-            lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
+            lines.append("| " + " | ".join(map(markdown_escape, cells)) + " |")
         lines.append("")
     return "\n".join(lines)
