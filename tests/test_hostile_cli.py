@@ -21,6 +21,7 @@ from markdown_it import MarkdownIt
 from synthetic_runs import evaluation, pattern, samples, write_run
 
 from evalsuite import api, cli, results
+from evalsuite.engines.cache import RequestCache
 from evalsuite.errors import EvalsuiteError
 from evalsuite.leaderboard import build_leaderboard
 from evalsuite.leaderboard.compare import compare, parse_side
@@ -342,12 +343,22 @@ def test_few_shot_pool_just_large_enough_passes_the_checks(tmp_path, data_dir, n
 @pytest.mark.parametrize("argv, message", [
     (["show", "copa", "--shots", "-2"], "--doc and --shots must be 0 or more"),
     (["show", "copa", "--doc", "-1"], "--doc and --shots must be 0 or more"),
+    (["show", "copa", "--shots", "401"], "--shots 401 is more than the 400 examples"),
     (["compare", "{run}", "{run}", "--bootstrap", "0"], "--bootstrap must be at least 1 and --seed 0 or more"),
     (["compare", "{run}", "{run}", "--seed", "-1"], "--bootstrap must be at least 1 and --seed 0 or more"),
 ])
 def test_other_options_out_of_range(good_run, data_dir, capsys, argv, message):
     argv = [str(good_run) if a == "{run}" else a for a in argv]
     assert message in error_of(capsys, *argv, *(["--data-dir", data_dir] if argv[0] == "show" else []))
+
+
+def test_cache_clear_refuses_a_negative_age(tmp_path, capsys):
+    with RequestCache(tmp_path) as cache:
+        cache.put("key", "loglikelihood", "0" * 64, "m", [-1.0])
+    line = error_of(capsys, "cache", "clear", "--older-than", "-1", "--cache-dir", tmp_path)
+    assert "--older-than must be a number of days, 0 or more, got -1.0" in line
+    with RequestCache(tmp_path) as cache:
+        assert len(cache) == 1  # a negative age would have matched every entry
 
 
 # --- published files -------------------------------------------------------------------------------------

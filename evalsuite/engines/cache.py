@@ -176,6 +176,8 @@ class RequestCache:
         ``model`` matches a model path or name as shown by :meth:`models`, or a prefix (at least 8
         characters) of its fingerprint.
         """
+        if older_than_days is not None and not older_than_days >= 0:  # a negative age would match everything
+            raise EngineError(f"--older-than must be a number of days, 0 or more, got {older_than_days}")
         where, params = [], []
         if older_than_days is not None:
             where.append("created < ?")
