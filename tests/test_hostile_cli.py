@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 from synthetic_runs import evaluation, pattern, samples, write_run
 
-from evalsuite import api, cli, results
+from evalsuite import api, cli, pipeline, results
 from evalsuite.engines.cache import RequestCache
 from evalsuite.errors import EvalsuiteError
 from evalsuite.leaderboard import build_leaderboard
@@ -47,7 +47,7 @@ def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded although the run could be refused without one")
 
-    monkeypatch.setattr(api, "load_engine", refuse)
+    monkeypatch.setattr(pipeline, "load_engine", refuse)
 
 
 @pytest.fixture

@@ -256,14 +256,19 @@ def find_runs(paths: Iterable[Path]) -> list[Path]:
     return sorted(found)
 
 
+def _not_a_number(name: str) -> Any:
+    """Refuse NaN and Infinity: evalsuite writes strict JSON, so a file holding them was not written by it."""
+    raise ValueError(f"{name} is not a number strict JSON allows")
+
+
 def read_run(folder: Path) -> dict[str, Any]:
     """A run's ``results.json``, checked to have the layout its readers rely on (see ``SCHEMA``)."""
     path = Path(folder) / "results.json"
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        record = json.loads(path.read_text(encoding="utf-8"), parse_constant=_not_a_number)
     except OSError as exc:
         raise EvalsuiteError(f"{path}: cannot read it: {os_problem(exc)}") from None
-    except ValueError as exc:  # not JSON, or not UTF-8
+    except ValueError as exc:  # not strict JSON, or not UTF-8
         raise EvalsuiteError(f"{path}: not a results file ({exc}){_NOT_OURS}") from None
     if not isinstance(record, dict):
         raise EvalsuiteError(f"{path}: the top level is {_kind(record)}, not an object{_NOT_OURS}")
@@ -287,9 +292,9 @@ def read_samples(folder: Path) -> list[dict[str, Any]]:
                 if not line.strip():
                     continue
                 try:
-                    sample = json.loads(line)
+                    sample = json.loads(line, parse_constant=_not_a_number)
                 except ValueError as exc:
-                    raise EvalsuiteError(f"{path}: line {number}: not JSON ({exc.msg}){_NOT_OURS}") from None
+                    raise EvalsuiteError(f"{path}: line {number}: not JSON ({getattr(exc, 'msg', exc)}){_NOT_OURS}") from None
                 problem = _sample_problem(sample)
                 if problem:
                     raise EvalsuiteError(f"{path}: line {number}: {problem}{_NOT_OURS}")
