@@ -2,16 +2,16 @@
 
 ``Sample`` is one line of ``samples.jsonl``; ``EvaluationRecord`` one task × prompt variant of
 ``results.json``. An evaluation carries its labels and positive class, so that a later stage never recovers
-them from prose or dict order, and :meth:`EvaluationRecord.predictions` is the one way to turn samples back
-into the scoring input: the pipeline scores through it, and a paired comparison rescored from the same
-samples gives the same numbers.
+them from prose or dict order, and :func:`predictions` (of each sample's :class:`Outcome`) is the one way to
+turn samples back into the scoring input: the pipeline scores through it, and a paired comparison rescored
+from the same samples gives the same numbers.
 """
 
 from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -171,17 +171,6 @@ class EvaluationRecord:
             if out[key] is None:
                 del out[key]
         return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> EvaluationRecord:
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
-        values["labels"] = tuple(values.get("labels") or ())
-        return cls(**values)
-
-    def predictions(self, samples: Iterable[Sample]) -> Predictions:
-        """The scoring input of (some of) this evaluation's samples, coded as the run coded it."""
-        return predictions([Outcome.of(s) for s in samples], self.labels, self.positive)
 
 
 # --- reading older files -----------------------------------------------------------------------------------
