@@ -12,8 +12,9 @@ from evalsuite.pipeline import RunResult, run
 from evalsuite.pipeline.check import check_fewshot_pool
 from evalsuite.pipeline.load import Splits, select_tasks, variants
 from evalsuite.pipeline.render import render_instances
-from evalsuite.prompting import PromptRenderer
+from evalsuite.prompting import ChatFormat, PromptRenderer, chat_text
 from evalsuite.spec import RunSpec, TaskSpec, load_tasks
+from evalsuite.spec.run import read_system_prompt
 
 __all__ = ["RunResult", "RunSpec", "evaluate", "load_tasks", "select_tasks", "show_prompts"]
 
@@ -51,27 +52,51 @@ def evaluate(model: str | RunSpec, tasks: str | list[str] = "starter", *, engine
 
 def show_prompts(
     catalog: dict[str, TaskSpec], name: str, prompt: str = "all", shots: int = 0, doc: int = 0,
-    seed: int = 0, data_dir: str | Path | None = None, data_seed: int | None = None,
+    seed: int = 0, data_dir: str | Path | None = None, data_seed: int | None = None, *,
+    chat_template: bool = False, system_prompt: str | None = None, fewshot_as_multiturn: bool = False,
+    tokenizer: str | None = None,
 ) -> list[tuple[str, str]]:
     """The rendered prompt of each variant for one document: context, then the scored answers
-    (``data_seed``: as in :func:`evaluate`, a generated task's fresh test set)."""
+    (``data_seed``: as in :func:`evaluate`, a generated task's fresh test set). With chat formatting (the
+    options of :func:`evaluate`), the conversation instead, and with ``tokenizer`` (a model folder, alias or hub
+    id) also the text its chat template makes of it."""
     if doc < 0 or shots < 0:
         raise SpecError(f"--doc and --shots must be 0 or more, got --doc {doc} --shots {shots}")
     task = select_tasks(catalog, name)[0]
     splits = Splits(Path(data_dir) if data_dir else default_data_dir(), data_seed)
     check_fewshot_pool(task, splits, shots)
+    system_prompt = read_system_prompt(system_prompt)
+    chat = ChatFormat(system_prompt, fewshot_as_multiturn)
+    chatting = chat_template or system_prompt is not None or fewshot_as_multiturn
+    template = _tokenizer(tokenizer) if chatting and tokenizer else None
     shown = []
     for variant in variants(task, None if prompt == "default" else prompt):
-        instances, _, _ = render_instances(task, PromptRenderer(task, variant), splits, shots=shots, seed=seed,
+        instances, _, _ = render_instances(task, PromptRenderer(task, variant, chat), splits, shots=shots, seed=seed,
                                            limit=doc + 1, sampler=None)
         if not 0 <= doc < len(instances):
             raise SpecError(f"task '{task.name}' has {len(instances)} documents in split '{task.eval_split}'; --doc {doc} is out of range")
         inst = instances[doc]
+        text = inst.context
+        if chatting:
+            text = "\n".join(f"--- {role} ---\n{content}" for role, content in inst.messages)
+            if template is not None:
+                text += f"\n--- as the chat template of {tokenizer} makes it ---\n{chat_text(template, inst.messages)}"
         if variant.method == "loglikelihood":
             answers = "\n".join(f"  [{'x' if k == inst.gold else ' '}] {c!r}" for k, c in enumerate(inst.continuations))
             tail = f"\n--- scored continuations ([x] = gold) ---\n{answers}"
         else:
             gold = inst.answer_values[inst.gold] if 0 <= inst.gold < len(inst.answer_values) else inst.gold_text
             tail = f"\n--- generated, answer read by /{variant.answer.pattern}/; gold: {gold!r} ---"
-        shown.append((variant.name, inst.context + tail))
+        shown.append((variant.name, text + tail))
     return shown
+
+
+def _tokenizer(model: str):
+    from transformers import AutoTokenizer
+
+    from evalsuite.engines.models import resolve_model
+
+    try:
+        return AutoTokenizer.from_pretrained(resolve_model(model))
+    except Exception as exc:  # noqa: BLE001
+        raise SpecError(f"--tokenizer {model}: cannot load its tokenizer ({type(exc).__name__}: {exc})") from None

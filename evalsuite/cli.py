@@ -42,6 +42,16 @@ def _absolute_paths(parser: argparse.ArgumentParser) -> None:
                         "the current folder, since published files are made to be shared)")
 
 
+def _chat(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--chat-template", action="store_true",
+                        help="format prompts as conversations through the model's chat template")
+    parser.add_argument("--system-prompt", default=None, metavar="TEXT|@FILE",
+                        help="a system message before each conversation (its text, or @FILE for a file's); implies "
+                             "--chat-template")
+    parser.add_argument("--fewshot-as-multiturn", action="store_true",
+                        help="each few-shot example as a user turn and an assistant answer; implies --chat-template")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from evalsuite.spec import CATEGORIES, DEFAULT_SHOTS, DTYPES, MODES, SAMPLERS
 
@@ -64,18 +74,23 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--doc", type=int, default=0, help="document index in the evaluated split")
     show.add_argument("--seed", type=int, default=0)
     show.add_argument("--data-seed", type=int, default=None, help="a generated task's items from this seed instead")
+    _chat(show)
+    show.add_argument("--tokenizer", default=None, metavar="MODEL",
+                      help="with chat formatting, also show the text this model's chat template makes of it")
     _task_dirs(show)
     _data_dir(show)
 
     run = commands.add_parser("run", help="evaluate a model and write a run folder")
     run.add_argument("--model", required=True, help="model folder, hub id, or 'smollm2' (the packaged SmolLM2-135M-Instruct)")
-    run.add_argument("--engine", default="hf", help="inference engine: hf (default), vllm, server "
-                     "(then --model is a comma-separated list of endpoint URLs), or one an installed package registers")
+    run.add_argument("--engine", default="hf", help="inference engine: hf (default), vllm, server or chat "
+                     "(then --model is a comma-separated list of endpoint URLs: /v1/completions, or "
+                     "/v1/chat/completions for chat), or one an installed package registers")
     run.add_argument("--engine-arg", action="append", default=[], metavar="KEY=VALUE",
                      help="option for the engine's constructor, repeatable; VALUE is read as JSON when it parses "
                           "(e.g. max_model_len=2048, data_parallel_size=2, model_name=NAME, concurrency=16)")
     run.add_argument("--tokenizer", default=None, metavar="MODEL",
-                     help="server engine: model folder, alias or hub id with the served model's tokenizer")
+                     help="server and chat engines: model folder, alias or hub id with the served model's tokenizer "
+                     "(for chat it only measures thinking and answer lengths in tokens)")
     run.add_argument("--adapter", default=None, metavar="DIR", help="PEFT/LoRA adapter folder")
     run.add_argument("--tasks", default="starter", help="comma-separated task names, tags, categories, or 'all' (default: starter)")
     run.add_argument("--mode", default=None, choices=MODES,
@@ -88,7 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dtype", default="float32", choices=DTYPES)
     run.add_argument("--fewshot-sampler", default=None, choices=SAMPLERS,
                      help="default: each task's own setting")
-    run.add_argument("--chat-template", action="store_true", help="wrap each prompt in the model's chat template")
+    _chat(run)
+    run.add_argument("--max-new-tokens", type=int, default=None, metavar="N",
+                     help="generation prompts: at most N new tokens, instead of each prompt's own max_tokens")
+    run.add_argument("--think", action="store_true",
+                     help="thinking model: remove <think>...</think> (and a server's reasoning_content) before "
+                          "reading the answer; an unclosed block is unparseable; lengths are recorded")
+    run.add_argument("--think-tags", nargs=2, default=None, metavar=("OPEN", "CLOSE"),
+                     help="the tags of a thinking block (default: <think> </think>); implies --think")
     run.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for intervals (default 1000)")
     run.add_argument("--data-seed", type=int, default=None, metavar="S",
                      help="draw generated tasks from seed S instead of their own (a fresh, unseen test set)")
@@ -248,7 +270,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     tasks = load_tasks(args.task_dir, args.prompt_dir)
     for name, text in show_prompts(tasks, args.task, args.prompt, args.shots, args.doc, args.seed, args.data_dir,
-                                   args.data_seed):
+                                   args.data_seed, chat_template=args.chat_template, system_prompt=args.system_prompt,
+                                   fewshot_as_multiturn=args.fewshot_as_multiturn, tokenizer=args.tokenizer):
         print(f"===== {args.task} / {name} ({args.shots}-shot, document {args.doc}) =====")
         print(text)
         print()
@@ -258,6 +281,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from evalsuite.api import evaluate
     from evalsuite.spec import mode_and_shots
+    from evalsuite.spec.run import THINK_TAGS
 
     mode, shots = mode_and_shots(args.mode, args.shots)
     engine_args = _engine_args(args.engine_arg)
@@ -270,7 +294,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         fewshot_sampler=args.fewshot_sampler, chat_template=args.chat_template, n_boot=args.bootstrap,
         progress=not args.no_progress, data_seed=args.data_seed, samples=args.samples, temperature=args.temperature,
         skip_unavailable=args.skip_unavailable, cache=False if args.no_cache else (args.cache_dir or True),
-        engine_args=engine_args,
+        engine_args=engine_args, system_prompt=args.system_prompt, fewshot_as_multiturn=args.fewshot_as_multiturn,
+        max_new_tokens=args.max_new_tokens, think=args.think or args.think_tags is not None,
+        think_tags=tuple(args.think_tags or THINK_TAGS),
     )
     for ev in result.record["evaluations"]:
         main = ev["metrics"][ev["main_metric"]]

@@ -1,8 +1,8 @@
 """A scripted OpenAI-compatible server on 127.0.0.1 (a real threaded http.server) and its engine helpers.
 
-The server lists one model, ``tiny``, and answers ``/v1/completions`` in the shape vLLM's server gives. Its
-``Script`` says what happens next: a queue of failures (status, delay), what a successful answer holds, and
-whether the answer trickles out one byte at a time. Import the fixtures ``server`` and ``tokenizer_dir``
+The server lists one model, ``tiny``, and answers ``/v1/completions`` and ``/v1/chat/completions`` in the shape
+vLLM's server gives. Its ``Script`` says what happens next: a queue of failures (status, delay), what a
+successful answer holds, and whether the answer trickles out one byte at a time; it keeps every request. Import the fixtures ``server`` and ``tokenizer_dir``
 into a test module to use them.
 """
 
@@ -32,8 +32,17 @@ def completion(body: dict) -> dict:
     return {"choices": choices}
 
 
+def chat_reply(content: str | None, reasoning: str | None = None) -> dict:
+    """A chat completion in the shape vLLM gives, with ``reasoning_content`` when ``reasoning`` is given."""
+    message = {"role": "assistant", "content": content}
+    if reasoning is not None:
+        message["reasoning_content"] = reasoning
+    return {"choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}
+
+
 class Script:
-    """What the scripted server answers: a queue of (status, delay) failures, then ``answer(request body)``.
+    """What the scripted server answers: a queue of (status, delay) failures, then ``answer(request body)``
+    (``chat_answer`` for chat completions). ``requests`` holds every (path, body) it was sent, in order.
 
     ``trickle`` ("headers" or "body") sends that part of a completion one byte every ``trickle_delay`` s.
     """
@@ -41,6 +50,10 @@ class Script:
     def __init__(self):
         self.failures: list[tuple[int, float]] = []
         self.answer: Callable[[dict], dict] = completion
+        self.chat_answer: Callable[[dict], dict] = lambda body: chat_reply("Answer: True")
+        self.max_model_len = 64
+        self.gets = 0
+        self.requests: list[tuple[str, dict]] = []
         self.trickle: str | None = None
         self.trickle_delay = 0.25
         self.posts = 0
@@ -72,17 +85,21 @@ def server():
                 pass
 
         def do_GET(self):
-            self.reply(200, {"data": [{"id": "tiny", "root": "/nowhere/tiny", "max_model_len": 64}]})
+            with script.lock:
+                script.gets += 1
+            self.reply(200, {"data": [{"id": "tiny", "root": "/nowhere/tiny", "max_model_len": script.max_model_len}]})
 
         def do_POST(self):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             with script.lock:
                 script.posts += 1
                 script.auth.append(self.headers.get("Authorization"))
+                script.requests.append((self.path, body))
                 status, delay = script.failures.pop(0) if script.failures else (200, 0.0)
             time.sleep(delay)
             if status == 200:
-                self.reply(200, script.answer(body), script.trickle)
+                answer = script.chat_answer if self.path.endswith("/chat/completions") else script.answer
+                self.reply(200, answer(body), script.trickle)
             else:
                 self.reply(status, {"error": {"message": f"scripted {status}"}})
 

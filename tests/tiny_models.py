@@ -20,19 +20,24 @@ def byte_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
 
 
-def tiny_llama(folder: Path, seed: int = 0) -> Path:
-    """A 2-layer Llama (head dimension 64) with random weights, saved as a normal model folder."""
+def tiny_llama(folder: Path, seed: int = 0, *, chat_template: str | None = None, max_positions: int = 512,
+               stops: bool = True) -> Path:
+    """A 2-layer Llama (head dimension 64) with random weights, saved as a normal model folder; optionally with
+    a chat template, and without an end-of-text token to stop at (``stops=False``: it generates its budget)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = byte_tokenizer()
+    tokenizer.chat_template = chat_template
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=2, head_dim=64, max_position_embeddings=512,
+        num_attention_heads=2, num_key_value_heads=2, head_dim=64, max_position_embeddings=max_positions,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
+    if not stops:
+        model.generation_config.eos_token_id = None
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return Path(folder)

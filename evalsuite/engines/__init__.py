@@ -1,5 +1,6 @@
 """Engines: one protocol on token ids (:class:`Engine`), implemented by ``hf`` (transformers), ``vllm``
-(in-process vLLM) and ``server`` (OpenAI-compatible endpoints), and one for classification heads
+(in-process vLLM), ``server`` (OpenAI-compatible endpoints) and ``chat`` (chat-completions endpoints, which
+take conversations instead of token ids), and one for classification heads
 (:class:`Classifier`). Engines are chosen by name from :data:`ENGINES` (:func:`register_engine`)."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from evalsuite.engines.base import (
     Classifier,
     ContinuationScore,
     Engine,
+    Generation,
     GenerationRequest,
     LoglikelihoodRequest,
     encode_choices,
@@ -61,21 +63,35 @@ def _server(model: str) -> type:
     return ServerEngine
 
 
+@register_engine("chat")
+def _chat(model: str) -> type:
+    from evalsuite.engines.chat import ChatEngine
+
+    return ChatEngine
+
+
+def engine_class(name: str, model: str) -> type:
+    """The class of the engine registered as ``name`` for ``model``, not built yet (its class attributes, such as
+    ``conversational``, say what it can do before it starts)."""
+    registered = ENGINES.resolve(name)
+    return registered if inspect.isclass(registered) else registered(model)
+
+
 def load_engine(name: str, model: str, **options: Any) -> Engine | Classifier:
     """Build the engine registered as ``name`` for ``model``; options are passed to the engine's constructor.
 
-    For ``server``, ``model`` is a comma-separated list of endpoint URLs. An adapter is checked against the
+    For ``server`` and ``chat``, ``model`` is a comma-separated list of endpoint URLs. An adapter is checked against the
     base model's weights first. With ``hf``, a sequence-classification checkpoint gets the classification
     engine (:class:`~evalsuite.engines.classifier.ClassifierEngine`).
     """
-    registered = ENGINES.resolve(name)
+    ENGINES.resolve(name)  # an unknown name is refused before the adapter is looked at
     if options.get("adapter"):
         from evalsuite.engines.models import check_adapter, resolve_model
 
         check_adapter(options["adapter"], resolve_model(model))
-    engine_class = registered if inspect.isclass(registered) else registered(model)
-    _check_options(name, engine_class, options)
-    return engine_class(model, **options)
+    chosen = engine_class(name, model)
+    _check_options(name, chosen, options)
+    return chosen(model, **options)
 
 
 def _check_options(name: str, engine_class: type, options: dict[str, Any]) -> None:
@@ -95,10 +111,12 @@ __all__ = [
     "Classifier",
     "ContinuationScore",
     "Engine",
+    "Generation",
     "GenerationRequest",
     "LoglikelihoodRequest",
     "encode_choices",
     "encode_context",
+    "engine_class",
     "load_engine",
     "register_engine",
 ]

@@ -35,13 +35,35 @@ class ContinuationScore:
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """Generate up to ``max_tokens`` after the context; cut at the first stop string (not included)."""
+    """Generate up to ``max_tokens`` after the context; cut at the first stop string (not included).
+
+    ``messages`` is the conversation as (role, content) pairs, for an engine that sends conversations
+    (``conversational``, such as ``chat``); the pipeline leaves ``context`` empty for it. Others get token ids.
+    """
 
     context: tuple[int, ...]
     max_tokens: int
     stop: tuple[str, ...] = ()
     temperature: float = 0.0
     seed: int = 0
+    messages: tuple[tuple[str, str], ...] | None = None
+
+
+@dataclass(frozen=True)
+class Generation:
+    """A generated answer that came with a separate reasoning text (a chat API's ``reasoning_content``).
+
+    Engines answer a generation request with a plain string, or with this when the model's reasoning came apart
+    from its answer; ``text`` is None when the server returned reasoning but no answer (it never finished).
+    """
+
+    text: str | None
+    reasoning: str | None = None
+
+
+def answer_parts(answer: str | Generation) -> tuple[str | None, str | None]:
+    """A generation answer's text and separate reasoning (None when there is none)."""
+    return (answer, None) if isinstance(answer, str) else (answer.text, answer.reasoning)
 
 
 @dataclass(frozen=True)
@@ -53,7 +75,12 @@ class ClassificationRequest:
 
 
 class Engine(Protocol):
-    """What the pipeline needs from an inference engine."""
+    """What the pipeline needs from an inference engine.
+
+    An engine may also set the class attribute ``conversational = True``: it then receives generation requests
+    as ``messages`` (no token ids), cannot score log-likelihoods, and its ``tokenizer`` may be None (lengths
+    are then counted in characters). The pipeline refuses log-likelihood prompts for it before any request.
+    """
 
     tokenizer: Any
 
@@ -61,7 +88,9 @@ class Engine(Protocol):
         self, requests: Sequence[LoglikelihoodRequest], progress: Progress | None = None
     ) -> list[tuple[ContinuationScore, ...]]: ...
 
-    def generate(self, requests: Sequence[GenerationRequest], progress: Progress | None = None) -> list[str]: ...
+    def generate(
+        self, requests: Sequence[GenerationRequest], progress: Progress | None = None
+    ) -> list[str | Generation]: ...
 
     def describe(self) -> dict[str, Any]:
         """Engine name, model path, weights fingerprint, dtype: everything that can change an answer."""

@@ -5,7 +5,8 @@ per answered request. A row's key is the SHA-256 of a canonical JSON of everythi
 answer and nothing else:
 
 - ``kind`` (``loglikelihood`` or ``generation``) and the engine-independent request: token ids, and for
-  generation ``max_tokens``, ``stop`` and ``temperature``;
+  generation ``max_tokens``, ``stop`` and ``temperature``, and the conversation (``messages``) of a request to
+  an engine that sends conversations (``chat``);
 - ``model_sha256`` (the config and weight files, not the path), ``adapter_sha256`` and ``dtype``;
 - ``window``, the engine's context window, only for a request longer than it (the engine truncates it);
 - for sampled generation (temperature > 0) also the ``seed`` and the engine's name: a seed fixes a sample
@@ -37,6 +38,7 @@ from typing import Any, Callable, Sequence
 from evalsuite.engines.base import (
     ContinuationScore,
     Engine,
+    Generation,
     GenerationRequest,
     InvalidAnswer,
     LoglikelihoodRequest,
@@ -216,6 +218,8 @@ def request_key(request: LoglikelihoodRequest | GenerationRequest, described: di
         kind = "generation"
         fields = {"context": request.context, "max_tokens": request.max_tokens, "stop": list(request.stop),
                   "temperature": float(request.temperature)}
+        if request.messages is not None:
+            fields["messages"] = [list(message) for message in request.messages]
         if request.temperature > 0:
             fields.update(seed=request.seed, engine=described.get("engine"))
         length = len(request.context) + request.max_tokens
@@ -240,6 +244,15 @@ def _encode_scores(scores: Sequence[ContinuationScore]) -> list[list[Any]]:
 
 def _decode_scores(stored: list[list[Any]]) -> tuple[ContinuationScore, ...]:
     return tuple(ContinuationScore(lp, bool(g), int(n)) for lp, g, n in stored)
+
+
+def _encode_generation(answer: str | Generation) -> str | dict[str, Any]:
+    """A plain string as itself; an answer with separate reasoning as {"text", "reasoning"}."""
+    return answer if isinstance(answer, str) else {"text": answer.text, "reasoning": answer.reasoning}
+
+
+def _decode_generation(stored: str | dict[str, Any]) -> str | Generation:
+    return stored if isinstance(stored, str) else Generation(stored["text"], stored["reasoning"])
 
 
 @dataclass
@@ -269,6 +282,10 @@ class CachedEngine:
     def tokenizer(self) -> Any:
         return self.inner.tokenizer
 
+    @property
+    def conversational(self) -> bool:
+        return getattr(self.inner, "conversational", False)
+
     def describe(self) -> dict[str, Any]:
         return self.described
 
@@ -283,8 +300,9 @@ class CachedEngine:
         return self._answer("loglikelihood", requests, self.inner.loglikelihood, _encode_scores, _decode_scores,
                             progress, lambda scores, index: check_scores(scores, source, index))
 
-    def generate(self, requests: Sequence[GenerationRequest], progress: Progress | None = None) -> list[str]:
-        return self._answer("generation", requests, self.inner.generate, str, str, progress)
+    def generate(self, requests: Sequence[GenerationRequest], progress: Progress | None = None) -> list[str | Generation]:
+        return self._answer("generation", requests, self.inner.generate, _encode_generation, _decode_generation,
+                            progress)
 
     def _answer(
         self,

@@ -207,9 +207,13 @@ class ServerEngine:
         self.root = cards[0].get("root")
         lengths = [int(c["max_model_len"]) for c in cards if c.get("max_model_len")]
         self.max_model_len = min(lengths) if lengths else None
-        self.tokenizer, self.tokenizer_path = _tokenizer(tokenizer, [self.model_name, self.root])
+        self.tokenizer, self.tokenizer_path = self._load_tokenizer(tokenizer)
         self.answered: Counter[str] = Counter()  # requests answered per endpoint URL, over all calls
         self._fingerprint: str | None = None
+
+    def _load_tokenizer(self, explicit: str | None) -> tuple[Any, str | None]:
+        """The tokenizer the pipeline encodes with: ``explicit``, else the served model's own."""
+        return _tokenizer(explicit, [self.model_name, self.root])
 
     # -- protocol -----------------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
@@ -282,9 +286,7 @@ class ServerEngine:
         for index, r in enumerate(requests):
             context = r.context
             if self.max_model_len is not None:
-                if r.max_tokens >= self.max_model_len:
-                    raise EngineError(f"request {index}: max_tokens {r.max_tokens} leaves no room for the context "
-                                      f"in the served model's {self.max_model_len}-token window")
+                self._check_room(index, r.max_tokens)
                 context = context[-(self.max_model_len - r.max_tokens) :]
             payload = {"model": self.model_name, "prompt": list(context), "max_tokens": r.max_tokens,
                        "temperature": r.temperature}
@@ -299,6 +301,11 @@ class ServerEngine:
 
         return self._run(payloads, parse, progress)
 
+    def _check_room(self, index: int, max_tokens: int) -> None:
+        if self.max_model_len is not None and max_tokens >= self.max_model_len:
+            raise EngineError(f"request {index}: max_tokens {max_tokens} leaves no room for the prompt in the served "
+                              f"model's {self.max_model_len}-token window")
+
     def close(self) -> None:
         for endpoint in self.endpoints:
             endpoint.close()
@@ -310,8 +317,9 @@ class ServerEngine:
         self.close()
 
     # -- spreading requests over endpoints -----------------------------------------------------------
-    def _run(self, payloads: list[dict], parse: Callable[[str, dict, int], Any], progress: Progress | None) -> list:
-        """POST every payload to ``/completions`` on whichever endpoint is free; answers in request order.
+    def _run(self, payloads: list[dict], parse: Callable[[str, dict, int], Any], progress: Progress | None,
+             path: str = "/completions") -> list:
+        """POST every payload to ``path`` on whichever endpoint is free; answers in request order.
 
         ``concurrency`` threads per endpoint take requests from one queue, so a faster server takes more.
         Answers are reported from the calling thread (a request cache may write them to a database). When an
@@ -331,7 +339,7 @@ class ServerEngine:
                 except queue.Empty:
                     return
                 try:
-                    body = endpoint.request("POST", "/completions", payloads[index], stop)
+                    body = endpoint.request("POST", path, payloads[index], stop)
                     try:
                         answer = parse(endpoint.url, body, index)
                     except (AttributeError, KeyError, IndexError, TypeError, ValueError) as exc:

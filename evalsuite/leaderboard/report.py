@@ -3,7 +3,7 @@
 Sections: ranking (overall and per category, 95% intervals, plot), per-task table, settings side by side
 (zero-shot / few-shot / fine-tuned) with paired tests, prompt variants side by side with robustness and
 ranking stability, verification (agreement between prompt variants and among self-consistency samples,
-accuracy by difficulty), error analysis (confusion matrices, most confident wrong answers), definitions.
+accuracy by difficulty and by thinking length), error analysis (confusion matrices, most confident wrong answers), definitions.
 
 Every piece of text from runs (model names, prompts, model outputs, labels) goes through ``html.escape``; a
 Content-Security-Policy allows only this file's own script (by hash), inline styles and ``data:`` images.
@@ -54,6 +54,7 @@ MAX_PLOT_ROWS = 10  # plots show at most this many leaderboard rows (the best by
 N_BOOT = 10000
 WRONG_SHOWN = 5
 ALPHA = 0.05
+THINKING_BUCKETS = (0, 64, 256, 1024, 4096)  # upper ends of the thinking-length buckets; a last one is open
 
 SCRIPT = """
 (function () {
@@ -613,6 +614,51 @@ def _difficulty(r: _Report) -> str:
                           ("accuracy", "num"), ("low", "num"), ("high", "num")], rows)
 
 
+def _thinking_bucket(length: float) -> tuple[int, str]:
+    """The bucket of a thinking length: its order and its label ('0', '1–64', ..., '> 4096')."""
+    lower = 0
+    for order, upper in enumerate(THINKING_BUCKETS):
+        if length <= upper:
+            return order, "0" if upper == 0 else f"{lower + 1}–{upper}"
+        lower = upper
+    return len(THINKING_BUCKETS), f"> {THINKING_BUCKETS[-1]}"
+
+
+def _thinking(r: _Report) -> str:
+    summary, buckets = [], []
+    for key, ev in r.ev.items():
+        measured = [s for s in ev.samples if s.get("thinking")]
+        if not measured:
+            continue
+        cells = [_td(system_label(*key[:3])), _td(key[4]), _td(key[3]), _td(measured[0]["thinking"]["unit"])]
+        correct = np.array([bool(s["correct"]) for s in measured])
+        generations = sum(len(s.get("generations") or ()) or 1 for s in measured)
+        unclosed = sum(s["thinking"]["unclosed"] for s in measured) / generations
+        summary.append(_tr(cells + [_num(len(measured), 0),
+                                    _num(float(np.mean([s["thinking"]["thinking"] for s in measured])), 1),
+                                    _num(float(np.mean([s["thinking"]["answer"] for s in measured])), 1),
+                                    _num(unclosed), _num(float(correct.mean()))]))
+        groups: dict[tuple[int, str], list[bool]] = {}
+        for s, hit in zip(measured, correct):
+            groups.setdefault(_thinking_bucket(s["thinking"]["thinking"]), []).append(bool(hit))
+        for (_, label), hits in sorted(groups.items()):
+            low, high = _wilson(sum(hits), len(hits))
+            buckets.append(_tr(cells + [_td(label), _num(len(hits), 0), _num(float(np.mean(hits))), _num(low),
+                                        _num(high)]))
+    if not summary:
+        return '<p class="note">No run measured thinking (runs with <code>--think</code> do).</p>'
+    head = [("system", "text"), ("task", "text"), ("prompt", "text"), ("unit", "text")]
+    return (_table(head + [("documents", "num"), ("mean thinking", "num"), ("mean answer", "num"),
+                           ("unclosed", "num"), ("accuracy", "num")], summary) +
+            _table(head + [("thinking length", "text"), ("documents", "num"), ("accuracy", "num"), ("low", "num"),
+                           ("high", "num")], buckets) +
+            '<p class="note">Thinking is what a thinking model wrote between its thinking tags (or returned apart, '
+            "as <code>reasoning_content</code>), removed before its answer was read; lengths are per document (the "
+            "mean over its samples), in the model's tokens, or in characters where the engine had no tokenizer. "
+            "Unclosed: the share of generations whose thinking never closed, so that no answer could be read "
+            "(they count as wrong). Accuracy per bucket of thinking length, with 95% Wilson score intervals.</p>")
+
+
 def _confidence(s: dict[str, Any]) -> tuple[float, str] | None:
     """How sure a wrong answer was: the log-prob margin of the chosen over the gold choice, or the vote share."""
     lp, pred, gold = s.get("logprobs"), s.get("pred", -1), s.get("gold", -1)
@@ -734,6 +780,7 @@ SECTIONS = [
     ("agreement", "Agreement between prompt variants", _agreement),
     ("consistency", "Self-consistency", _self_consistency),
     ("difficulty", "Accuracy by difficulty", _difficulty),
+    ("thinking", "Thinking length", _thinking),
     ("errors", "Error analysis", _errors),
     ("definitions", "Definitions and runs", _definitions),
 ]

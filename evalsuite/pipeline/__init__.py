@@ -19,17 +19,18 @@ from typing import Any
 import numpy as np
 
 from evalsuite.data import default_data_dir
-from evalsuite.engines import Classifier, Engine, load_engine
+from evalsuite.engines import Classifier, Engine, engine_class, load_engine
 from evalsuite.engines.base import InvalidAnswer
 from evalsuite.engines.cache import CachedEngine, RequestCache
 from evalsuite.errors import DataError, OutputError, SpecError
 from evalsuite.pipeline.answer import answer, with_scores
+from evalsuite.pipeline.chat import check_engine, check_prompts
 from evalsuite.pipeline.load import Splits, check_metrics, select_tasks, variants
 from evalsuite.pipeline.record import doc_hash, record, run_id
 from evalsuite.pipeline.check import answered_by_head, preflight
 from evalsuite.pipeline.render import Picks, chunks, fewshot_renderer
 from evalsuite.pipeline.score import Tally, score
-from evalsuite.prompting import PromptRenderer
+from evalsuite.prompting import ChatFormat, PromptRenderer
 from evalsuite.results import SCHEMA_VERSION, RunWriter
 from evalsuite.results.records import EvaluationRecord, Sample
 from evalsuite.results.provenance import library_versions, sha256_hex
@@ -62,6 +63,7 @@ def run(spec: RunSpec, engine: Engine | Classifier | None = None) -> RunResult:
     selected, skipped = _load(spec, splits)
     prompted = [(task, prompt) for task in selected for prompt in variants(task, spec.prompts)]
     picks = preflight(prompted, splits, spec, by_head=answered_by_head(engine or spec.engine, spec.model))
+    check_prompts(spec, selected, engine if engine is not None else engine_class(spec.engine, spec.model))
 
     load_started = time.perf_counter()
     if engine is None:
@@ -74,6 +76,7 @@ def run(spec: RunSpec, engine: Engine | Classifier | None = None) -> RunResult:
         plan: list[tuple[TaskSpec, PromptSpec | None]] = [(task, None) for task in selected]
     else:
         plan = list(prompted)
+        check_engine(spec, engine)
         cached = _with_cache(engine, spec.cache)
         engine = cached or engine
     described = engine.describe()
@@ -150,7 +153,8 @@ def _evaluate_task(engine: Engine, task: TaskSpec, prompt: PromptSpec, splits: S
     """One task × prompt variant, chunk by chunk: render → answer → (write) → score → record."""
     started = time.perf_counter()
     evaluated = splits(task, task.eval_split)
-    render, pool = fewshot_renderer(task, PromptRenderer(task, prompt), splits, shots=spec.shots, seed=spec.seed,
+    renderer = PromptRenderer(task, prompt, ChatFormat(spec.system_prompt, spec.fewshot_as_multiturn))
+    render, pool = fewshot_renderer(task, renderer, splits, shots=spec.shots, seed=spec.seed,
                                     sampler=spec.fewshot_sampler, picks=picks)
     n_samples = spec.samples if prompt.method == "generation" else 1
     n_docs = min(len(evaluated.docs), spec.limit or len(evaluated.docs))
@@ -159,8 +163,7 @@ def _evaluate_task(engine: Engine, task: TaskSpec, prompt: PromptSpec, splits: S
     try:
         for chunk in chunks(evaluated.docs, spec.limit):
             instances = [render(doc, i) for i, doc in chunk]
-            samples = answer(engine, task, prompt, instances, chat_template=spec.chat_template, seed=spec.seed,
-                             n_samples=n_samples, temperature=spec.temperature,
+            samples = answer(engine, task, prompt, instances, spec, n_samples=n_samples,
                              progress=(lambda i, answer: bar.update(1)) if bar else None)
             samples = [_keyed(sample, doc) for (_, doc), sample in zip(chunk, samples)]
             if task.graded:

@@ -8,24 +8,42 @@ from typing import Any
 
 import numpy as np
 
-from evalsuite.engines import Engine, GenerationRequest, encode_choices, encode_context
-from evalsuite.engines.base import InvalidAnswer
+from evalsuite.engines import Engine, Generation, GenerationRequest, encode_choices, encode_context
+from evalsuite.engines.base import InvalidAnswer, answer_parts
 from evalsuite.errors import SpecError
-from evalsuite.pipeline.render import apply_chat, no_choices
-from evalsuite.prompting import Instance
+from evalsuite.pipeline.render import no_choices
+from evalsuite.prompting import Instance, chat_text
+from evalsuite.prompting.chat import as_dicts
 from evalsuite.results.records import Sample
 from evalsuite.sandbox import LimitError
-from evalsuite.scoring import answer_index, choose, expected_score, extract_answer, majority_vote, normalise
-from evalsuite.spec import PromptSpec, TaskSpec
+from evalsuite.scoring import (
+    Thinking,
+    answer_index,
+    choose,
+    expected_score,
+    extract_answer,
+    majority_vote,
+    normalise,
+    split_thinking,
+)
+from evalsuite.spec import PromptSpec, RunSpec, TaskSpec
 
 Progress = Callable[[int, Any], None] | None
 
 
-def answer(runner: Engine, task: TaskSpec, prompt: PromptSpec, instances: list[Instance], *, chat_template: bool,
-           seed: int, n_samples: int, temperature: float, progress: Progress) -> list[Sample]:
-    """The engine's answers to rendered documents, as their samples (one engine call)."""
+def answer(runner: Engine, task: TaskSpec, prompt: PromptSpec, instances: list[Instance], spec: RunSpec, *,
+           n_samples: int, progress: Progress) -> list[Sample]:
+    """The engine's answers to rendered documents, as their samples (one engine call).
+
+    An engine that takes conversations (``conversational``) receives each document's messages; the others its
+    token ids, of the plain text or, in a chat-formatted run, of the messages through the model's chat template.
+    """
     tokenizer = runner.tokenizer
-    contexts = [apply_chat(tokenizer, i.context) if chat_template else i.context for i in instances]
+    conversational = getattr(runner, "conversational", False)
+    templated = spec.chat_template and not conversational
+    contexts = [chat_text(tokenizer, i.messages) if templated else i.context for i in instances]
+    conversations = [tuple(as_dicts(i.messages)) if spec.chat_template or conversational else None
+                     for i in instances]
     if prompt.method == "loglikelihood":
         if any(not inst.continuations for inst in instances):
             raise no_choices(task, prompt)
@@ -36,20 +54,24 @@ def answer(runner: Engine, task: TaskSpec, prompt: PromptSpec, instances: list[I
             raise exc.named(f"task '{task.name}', prompt variant '{prompt.name}', document "
                             f"{instances[exc.index].doc_id}") from None
         samples = []
-        for inst, context, scores in zip(instances, contexts, answers):
+        for inst, context, conversation, scores in zip(instances, contexts, conversations, answers):
             logprobs = [s.logprob for s in scores]
             pred, pred_norm = choose(logprobs, inst.continuations)
             samples.append(_sample(task, prompt, inst, context, pred, pred_norm=pred_norm, logprobs=tuple(logprobs),
-                                   tokens=tuple(s.tokens for s in scores), greedy=tuple(s.greedy for s in scores)))
+                                   tokens=tuple(s.tokens for s in scores), greedy=tuple(s.greedy for s in scores),
+                                   messages=conversation))
         return samples
     # Sample k of every document has seed seed * 1000 + k: samples differ, and each is reproducible.
-    requests = [
-        GenerationRequest(encode_context(tokenizer, c), prompt.max_tokens, prompt.stop, temperature, seed * 1000 + k)
-        for c in contexts for k in range(n_samples)
-    ]
-    texts = runner.generate(requests, progress=progress)
-    return [_generated_sample(task, prompt, inst, context, texts[d * n_samples : (d + 1) * n_samples])
-            for d, (inst, context) in enumerate(zip(instances, contexts))]
+    max_tokens = spec.max_new_tokens or prompt.max_tokens
+    inputs = [((), inst.messages) if conversational else (encode_context(tokenizer, c), None)
+              for inst, c in zip(instances, contexts)]
+    requests = [GenerationRequest(ids, max_tokens, prompt.stop, spec.temperature, spec.seed * 1000 + k, messages)
+                for ids, messages in inputs for k in range(n_samples)]
+    answers = runner.generate(requests, progress=progress)
+    reader = _Reader(spec, tokenizer, conversational)
+    return [_generated_sample(task, prompt, inst, context, answers[d * n_samples : (d + 1) * n_samples], reader,
+                              conversation)
+            for d, (inst, context, conversation) in enumerate(zip(instances, contexts, conversations))]
 
 
 def with_scores(instances: Sequence[Instance], samples: list[Sample]) -> list[Sample]:
@@ -72,25 +94,64 @@ def _read_answer(inst: Instance, extracted: str | None) -> int:
     return 0 if extracted is not None and extracted.strip() == inst.gold_text.strip() else -1
 
 
+class _Reader:
+    """Where a run reads answers in generations: with ``--think``, the text left once the thinking is removed
+    (:func:`~evalsuite.scoring.split_thinking`); and how long thinking and answers are, in the tokenizer's
+    tokens, or in characters for an engine without a tokenizer."""
+
+    def __init__(self, spec: RunSpec, tokenizer: Any, conversational: bool):
+        self.tags = spec.think_tags if spec.think else None
+        self.tokenizer, self.conversational = tokenizer, conversational
+        self.unit = "tokens" if tokenizer is not None else "characters"
+
+    def read(self, generated: str | Generation, context: str) -> tuple[str, str | None, Thinking | None]:
+        """The generation's text, the text its answer is read from (None: its thinking never closed), and its
+        split. A token engine's prompt that ends with the opening tag started the model thinking (a chat API
+        applies its template on the server, where this cannot be seen)."""
+        text, reasoning = answer_parts(generated)
+        if self.tags is None:
+            return text or "", text or "", None
+        opened = not self.conversational and context.rstrip().endswith(self.tags[0])
+        parts = split_thinking(text, self.tags, reasoning=reasoning, opened=opened)
+        return text or "", parts.answer, parts
+
+    def lengths(self, splits: Sequence[Thinking]) -> dict[str, Any]:
+        """Per document: thinking and answer lengths (means over its samples), their unit, unclosed blocks."""
+        thinking = [self._length(s.thinking) for s in splits]
+        answers = [self._length(s.answer or "") for s in splits]
+        mean = (lambda v: v[0]) if len(splits) == 1 else (lambda v: round(float(np.mean(v)), 1))  # noqa: E731
+        return {"thinking": mean(thinking), "answer": mean(answers), "unit": self.unit,
+                "unclosed": sum(s.answer is None for s in splits)}
+
+    def _length(self, text: str) -> int:
+        if self.tokenizer is None:
+            return len(text)
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
 def _generated_sample(task: TaskSpec, prompt: PromptSpec, inst: Instance, context: str,
-                      generations: list[str]) -> Sample:
+                      generated: Sequence[str | Generation], reader: _Reader, messages: Any) -> Sample:
     """One document's sample from its generation, or from the majority vote of several."""
+    texts, readable, splits = zip(*(reader.read(g, context) for g in generated))
+    reasonings = tuple(answer_parts(g)[1] for g in generated)
     try:
-        extracted = [extract_answer(text, prompt.answer.pattern) for text in generations]
+        extracted = [None if text is None else extract_answer(text, prompt.answer.pattern) for text in readable]
     except LimitError as exc:
         raise SpecError(f"{prompt.path}: field 'header.answer.pattern' on document {inst.doc_id} of task "
                         f"'{task.name}': {exc}") from None
     preds = [_read_answer(inst, answer) for answer in extracted]
-    if len(generations) == 1:
-        return _sample(task, prompt, inst, context, preds[0], generation=generations[0], extracted=extracted[0])
+    fields: dict[str, Any] = {"messages": messages, "thinking": reader.lengths(splits) if reader.tags else None}
+    if len(generated) == 1:
+        return _sample(task, prompt, inst, context, preds[0], generation=texts[0], extracted=extracted[0],
+                       reasoning=reasonings[0], **fields)
     # A vote is the answer's index (a free-form answer: its normalised text); unparseable answers do not vote.
     keys = [(p if p >= 0 else None) if inst.answer_values else (normalise(a) if a else None)
             for p, a in zip(preds, extracted)]
     vote = majority_vote(keys)
     chosen = vote.sample
     return _sample(task, prompt, inst, context, -1 if chosen is None else preds[chosen],
-                   generations=tuple(generations), votes=tuple(extracted),
-                   extracted=None if chosen is None else extracted[chosen], agreement=vote.agreement)
+                   generations=texts, votes=tuple(extracted), reasonings=reasonings if any(reasonings) else None,
+                   extracted=None if chosen is None else extracted[chosen], agreement=vote.agreement, **fields)
 
 
 def _sample(task: TaskSpec, prompt: PromptSpec, inst: Instance, context: str, pred: int, **fields: Any) -> Sample:

@@ -16,7 +16,7 @@ from evalsuite.engines.cache import RequestCache
 from evalsuite.engines.classifier import is_classifier
 from evalsuite.errors import SpecError
 from evalsuite.pipeline.render import Picks, SplitLoader, fewshot_renderer, no_choices
-from evalsuite.prompting import PromptRenderer
+from evalsuite.prompting import ChatFormat, PromptRenderer
 from evalsuite.results import check_folder
 from evalsuite.spec import PromptSpec, RunSpec, TaskSpec
 
@@ -43,7 +43,8 @@ def preflight(plan: list[tuple[TaskSpec, PromptSpec]], splits: SplitLoader, spec
     else:  # as the render stage renders each document
         for task, prompt in plan:
             check_fewshot_pool(task, splits, spec.shots)
-            render, _ = fewshot_renderer(task, PromptRenderer(task, prompt), splits, shots=spec.shots, seed=spec.seed,
+            renderer = PromptRenderer(task, prompt, ChatFormat(spec.system_prompt, spec.fewshot_as_multiturn))
+            render, _ = fewshot_renderer(task, renderer, splits, shots=spec.shots, seed=spec.seed,
                                          sampler=spec.fewshot_sampler, picks=picks)
             for i, doc in enumerate(itertools.islice(splits(task, task.eval_split).docs, spec.limit)):
                 if not render(doc, i).continuations and prompt.method == "loglikelihood":

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
 
 from evalsuite.data import Split
 from evalsuite.errors import SpecError
@@ -85,9 +84,3 @@ def chunks(docs: Iterable[dict], limit: int | None) -> Iterator[list[tuple[int, 
     while chunk := list(itertools.islice(numbered, CHUNK_DOCS)):
         yield chunk
 
-
-def apply_chat(tokenizer: Any, context: str) -> str:
-    """The context as the user turn of the model's chat template, ready for the assistant's answer."""
-    if getattr(tokenizer, "chat_template", None) is None:
-        raise SpecError("--chat-template was asked for, but the model's tokenizer has no chat template")
-    return tokenizer.apply_chat_template([{"role": "user", "content": context}], tokenize=False, add_generation_prompt=True)

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from evalsuite.prompting import Instance
 from evalsuite.results.records import Outcome, Sample, predictions
 from evalsuite.scoring import (
@@ -27,6 +29,7 @@ class Tally:
     outcomes: list[Outcome] = field(default_factory=list)
     levels: list[Any] = field(default_factory=list)  # each document's difficulty, None when it has none
     agreements: list[float] = field(default_factory=list)  # with several samples per document
+    thinking: list[dict[str, Any]] = field(default_factory=list)  # per document, in runs with --think
     width: int = 1  # the most choices (or answer values) of any document
 
     def add(self, samples: Sequence[Sample], instances: Sequence[Instance] = ()) -> None:
@@ -35,6 +38,8 @@ class Tally:
             self.levels.append(sample.difficulty)
             if sample.agreement is not None:
                 self.agreements.append(sample.agreement)
+            if sample.thinking is not None:
+                self.thinking.append(sample.thinking)
         for inst in instances:
             self.width = max(self.width, len(inst.continuations), len(inst.answer_values))
 
@@ -50,7 +55,7 @@ class Scores:
 
     predictions: Predictions
     metrics: dict[str, MetricResult]
-    extra: dict[str, Any]  # by_difficulty, self_consistency
+    extra: dict[str, Any]  # by_difficulty, self_consistency, thinking
 
 
 def score(task: TaskSpec, method: str, tally: Tally, labels: Sequence[str], *, n_boot: int, seed: int,
@@ -66,4 +71,17 @@ def score(task: TaskSpec, method: str, tally: Tally, labels: Sequence[str], *, n
             "samples": n_samples, "temperature": temperature, "vote": VOTE_RULE,
             "agreement": agreement_interval(tally.agreements, n_boot=n_boot, seed=seed),
         }
+    if tally.thinking:
+        extra["thinking"] = thinking_summary(tally.thinking, n_samples)
     return Scores(preds, metrics, extra)
+
+
+def thinking_summary(per_document: Sequence[dict[str, Any]], n_samples: int = 1) -> dict[str, Any]:
+    """An evaluation's mean thinking and answer lengths over documents, their unit, and the share of
+    generations whose thinking never closed."""
+    return {
+        "unit": per_document[0]["unit"],
+        "mean_thinking": round(float(np.mean([d["thinking"] for d in per_document])), 3),
+        "mean_answer": round(float(np.mean([d["answer"] for d in per_document])), 3),
+        "unclosed_rate": round(sum(d["unclosed"] for d in per_document) / (len(per_document) * n_samples), 6),
+    }

@@ -9,6 +9,7 @@ import jinja2
 
 from evalsuite import sandbox
 from evalsuite.errors import TemplateError
+from evalsuite.prompting.chat import ChatFormat, Message, conversation
 from evalsuite.spec import PromptSpec, TaskSpec
 
 
@@ -20,7 +21,8 @@ class Instance:
     answer strings scored after it (target delimiter included); ``gold`` indexes them (or the task labels);
     ``gold_text`` is the expected answer string; ``answer_values`` are the strings a generated answer is
     matched against, one per choice. Graded tasks also carry ``choice_scores`` (the numeric value of each
-    choice) and ``gold_score`` (the document's graded score).
+    choice) and ``gold_score`` (the document's graded score). ``messages`` is the same prompt as a conversation
+    (:mod:`evalsuite.prompting.chat`), for chat templates and chat APIs.
     """
 
     doc_id: int
@@ -32,6 +34,7 @@ class Instance:
     fewshot_ids: tuple[int, ...]
     choice_scores: tuple[float, ...] = ()
     gold_score: float | None = None
+    messages: tuple[Message, ...] = ()
 
 
 def _require_defined(value: Any) -> None:
@@ -58,10 +61,10 @@ def _template_line(exc: BaseException, filename: str) -> int | None:
 
 
 class PromptRenderer:
-    """Renders documents of one task through one prompt variant."""
+    """Renders documents of one task through one prompt variant (``chat``: how they become conversations)."""
 
-    def __init__(self, task: TaskSpec, prompt: PromptSpec):
-        self.task, self.prompt = task, prompt
+    def __init__(self, task: TaskSpec, prompt: PromptSpec, chat: ChatFormat = ChatFormat()):
+        self.task, self.prompt, self.chat = task, prompt, chat
         filename = str(prompt.path)
         try:
             # Compiled with the file name so that render errors can report the template line.
@@ -190,13 +193,18 @@ class PromptRenderer:
 
     def example(self, doc: dict, doc_id: int) -> str:
         """A solved few-shot example: context, delimiter, gold answer."""
+        prompt, answer = self.example_turns(doc, doc_id)
+        return prompt + self.prompt.target_delimiter + answer
+
+    def example_turns(self, doc: dict, doc_id: int) -> tuple[str, str]:
+        """A solved few-shot example as (its prompt, its gold answer)."""
         choices = self.choices_of(doc, doc_id)
         gold, gold_text = self.gold_of(doc, doc_id, choices)
         if self._fewshot_target is not None:
             answer = str(self._evaluate(self._fewshot_target, doc, doc_id))
         else:
             answer = choices[gold] if choices and gold >= 0 else gold_text
-        return self.context_of(doc, doc_id) + self.prompt.target_delimiter + answer
+        return self.context_of(doc, doc_id), answer
 
     def render(self, doc: dict, doc_id: int, examples: Sequence[tuple[int, dict]] = ()) -> Instance:
         with sandbox.limits():  # one budget of work and time for the document, its examples and expressions
@@ -204,9 +212,11 @@ class PromptRenderer:
 
     def _render(self, doc: dict, doc_id: int, examples: Sequence[tuple[int, dict]]) -> Instance:
         prompt = self.prompt
+        shots = [self.example_turns(ex, ex_id) for ex_id, ex in examples]
+        question = self.context_of(doc, doc_id)
         parts = [prompt.preamble] if prompt.preamble else []
-        parts += [self.example(ex, ex_id) for ex_id, ex in examples]
-        parts.append(self.context_of(doc, doc_id))
+        parts += [shot + prompt.target_delimiter + answer for shot, answer in shots]
+        parts.append(question)
         context = prompt.fewshot_separator.join(parts)
         if len(context) > sandbox.MAX_SIZE:
             raise TemplateError(
@@ -227,4 +237,6 @@ class PromptRenderer:
             fewshot_ids=tuple(ex_id for ex_id, _ in examples),
             choice_scores=choice_scores,
             gold_score=gold_score,
+            messages=conversation(self.chat, context, question, shots, preamble=prompt.preamble,
+                                  separator=prompt.fewshot_separator),
         )

@@ -31,6 +31,13 @@ class Sample:
     generation prompts ``generation`` (or ``generations`` and ``votes`` with several samples per document)
     and ``extracted`` (None when no answer could be read); a classification head ``inputs`` and
     ``label_logprobs``. ``pred`` is -1 for an unparseable answer.
+
+    Chat-formatted prompts also keep their conversation, ``messages`` (``[{role, content}, ...]``: what the
+    chat template or the chat API received). ``reasoning`` (``reasonings`` with several samples) is the
+    reasoning a server returned apart from the answer. With ``--think``, ``thinking`` holds the lengths of the
+    thinking removed before extraction and of the answer left (``thinking``, ``answer``: per document, the
+    mean over its samples), their ``unit`` (``tokens`` of the model's tokenizer, or ``characters`` when the
+    engine has none) and how many generations never closed their thinking (``unclosed``).
     """
 
     task: str
@@ -42,6 +49,7 @@ class Sample:
     gold: int
     gold_text: str
     prompt: str | None = None
+    messages: tuple[dict[str, str], ...] | None = None
     inputs: tuple[str, ...] | None = None
     pred_norm: int | None = None
     logprobs: tuple[float, ...] | None = None
@@ -50,8 +58,11 @@ class Sample:
     label_logprobs: tuple[float, ...] | None = None
     generation: str | None = None
     generations: tuple[str, ...] | None = None
+    reasoning: str | None = None
+    reasonings: tuple[str | None, ...] | None = None
     votes: tuple[str | None, ...] | None = None
     extracted: str | None = None
+    thinking: dict[str, Any] | None = None
     agreement: float | None = None
     doc_hash: str | None = None
     difficulty: int | None = None
@@ -93,9 +104,10 @@ class Sample:
 
 
 # The order of samples.jsonl's keys: written before this module existed, kept so that files stay comparable.
-_ORDER = ("task", "variant", "doc_id", "fewshot_ids", "prompt", "inputs", "choices", "pred_norm", "logprobs",
-          "tokens", "greedy", "label_logprobs", "generation", "generations", "votes", "extracted", "agreement",
-          "pred", "gold", "gold_text", "correct", "doc_hash", "difficulty", "score", "gold_score")
+_ORDER = ("task", "variant", "doc_id", "fewshot_ids", "prompt", "messages", "inputs", "choices", "pred_norm",
+          "logprobs", "tokens", "greedy", "label_logprobs", "generation", "generations", "reasoning", "reasonings",
+          "votes", "extracted", "thinking", "agreement", "pred", "gold", "gold_text", "correct", "doc_hash",
+          "difficulty", "score", "gold_score")
 
 
 @dataclass(frozen=True)
@@ -163,11 +175,12 @@ class EvaluationRecord:
     positive: int | None  # index of the positive class for binary F1; None: class 1
     by_difficulty: dict[str, Any] | None = None
     self_consistency: dict[str, Any] | None = None
+    thinking: dict[str, Any] | None = None  # unit, mean_thinking, mean_answer, unclosed_rate (runs with --think)
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["labels"] = list(self.labels)
-        for key in ("by_difficulty", "self_consistency"):
+        for key in ("by_difficulty", "self_consistency", "thinking"):
             if out[key] is None:
                 del out[key]
         return out

@@ -1,7 +1,7 @@
 """Scoring: answer extraction, metrics with exact definitions, bootstrap intervals."""
 
 from evalsuite.scoring.consistency import AGREEMENT, VOTE_RULE, Vote, agreement_interval, majority_vote
-from evalsuite.scoring.extract import answer_index, clean_generation, extract_answer, normalise
+from evalsuite.scoring.extract import Thinking, answer_index, clean_generation, extract_answer, normalise, split_thinking
 from evalsuite.scoring.groups import accuracy_by_group
 from evalsuite.scoring.metrics import (
     METRICS,
@@ -22,6 +22,7 @@ from evalsuite.scoring.metrics import (
 __all__ = [
     "AGREEMENT",
     "VOTE_RULE",
+    "Thinking",
     "Vote",
     "accuracy_by_group",
     "agreement_interval",
@@ -43,4 +44,5 @@ __all__ = [
     "normalise",
     "register_metric",
     "resolve_metric",
+    "split_thinking",
 ]

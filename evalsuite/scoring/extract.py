@@ -12,12 +12,17 @@ The rule, in two steps:
    whitespace, punctuation, quotes and brackets removed) and compared for equality; exactly one equal value
    gives its index, anything else (no answer, no equal value, several) is unparseable (-1) and counts as
    wrong. A hedge such as "A or B" is therefore unparseable when the pattern captures it whole.
+
+With thinking models (``--think``), :func:`split_thinking` first removes the thinking, so that an answer
+considered while thinking is never read as the final one; a thinking block that never closes leaves no
+answer at all (unparseable).
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from dataclasses import dataclass
 from typing import Sequence
 
 from evalsuite.sandbox import regex_finditer
@@ -58,3 +63,46 @@ def answer_index(answer: str | None, values: Sequence[str]) -> int:
     wanted = normalise(answer)
     hits = [i for i, v in enumerate(values) if normalise(v) == wanted]
     return hits[0] if len(hits) == 1 else UNPARSEABLE
+
+
+@dataclass(frozen=True)
+class Thinking:
+    """A generation split into its thinking and its answer; ``answer`` is None when the thinking never closed."""
+
+    thinking: str
+    answer: str | None
+
+
+def split_thinking(text: str | None, tags: tuple[str, str], *, reasoning: str | None = None,
+                   opened: bool = False) -> Thinking:
+    """The thinking and the answer of a generated ``text``, for thinking blocks between ``tags`` (open, close).
+
+    - Every block from an opening tag to the next closing tag is thinking; the text outside blocks is the answer.
+    - A closing tag before any opening one closes a block that the prompt opened (a chat template that starts
+      the model thinking); so does ``opened=True`` (the prompt ends with the opening tag), in which case a
+      text without a closing tag never stopped thinking.
+    - ``reasoning``, a server's separate reasoning field (``reasoning_content``), is thinking too; a text of
+      None beside it means the server returned no answer, because the thinking never closed.
+    - A block still open at the end leaves no answer (None): the generation is unparseable, whatever its
+      thinking says.
+    """
+    open_tag, close_tag = tags
+    thoughts = [reasoning] if reasoning else []
+    if text is None:
+        return Thinking("".join(thoughts), None if reasoning else "")
+    first_close, first_open = text.find(close_tag), text.find(open_tag)
+    inside = opened or (first_close >= 0 and (first_open < 0 or first_close < first_open))
+    answer, rest = [], text
+    while True:
+        if inside:
+            end = rest.find(close_tag)
+            if end < 0:
+                return Thinking("".join(thoughts + [rest]), None)
+            thoughts.append(rest[:end])
+            rest, inside = rest[end + len(close_tag) :], False
+        else:
+            start = rest.find(open_tag)
+            if start < 0:
+                return Thinking("".join(thoughts), "".join(answer + [rest]))
+            answer.append(rest[:start])
+            rest, inside = rest[start + len(open_tag) :], True

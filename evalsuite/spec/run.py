@@ -9,6 +9,7 @@ The command line offers these values, and leaderboards name a run's setting by t
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -18,6 +19,10 @@ from evalsuite.errors import SpecError
 MODES = ("zero-shot", "few-shot", "fine-tuned")
 DEFAULT_SHOTS = 5
 DTYPES = ("float32", "bfloat16", "float16")
+THINK_TAGS = ("<think>", "</think>")  # what opens and closes a thinking block, unless a run names others
+# Engine options whose values are secrets (api_key, ...): never written into a run record.
+SECRET_OPTION = re.compile(r"(^|_)(key|secret|password|token)$", re.IGNORECASE)
+REDACTED = "<redacted>"
 
 
 def mode_and_shots(mode: str | None, shots: int | None) -> tuple[str, int]:
@@ -42,6 +47,18 @@ def setting_label(mode: str | None, shots: int | None) -> str:
     if mode == "few-shot" or (mode is None and shots):
         return f"{shots}-shot"
     return str(mode or "zero-shot")
+
+
+def read_system_prompt(value: str | None) -> str | None:
+    """A system prompt given as text, or as ``@FILE``: the file's text (UTF-8, without its final newline)."""
+    if value is None or not value.startswith("@"):
+        return value
+    path = Path(value[1:]).expanduser()
+    try:
+        return path.read_text(encoding="utf-8").removesuffix("\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise SpecError(f"--system-prompt {value}: cannot read the file {path} ({reason})") from None
 
 
 @dataclass(frozen=True)
@@ -73,6 +90,11 @@ class RunSpec:
     skip_unavailable: bool = False
     cache: bool | Path = True
     engine_args: Mapping[str, Any] = field(default_factory=dict)
+    system_prompt: str | None = None  # text, or "@FILE"; implies chat_template
+    fewshot_as_multiturn: bool = False  # implies chat_template
+    max_new_tokens: int | None = None  # None: each generation prompt's own max_tokens
+    think: bool = False
+    think_tags: tuple[str, str] = THINK_TAGS
 
     def __post_init__(self) -> None:
         mode, shots = mode_and_shots(self.mode, self.shots)
@@ -93,6 +115,16 @@ class RunSpec:
         elif self.cache is not True and self.cache is not False:
             set_("cache", Path(self.cache))
         set_("engine_args", dict(self.engine_args or {}))
+        set_("system_prompt", read_system_prompt(self.system_prompt))
+        if self.system_prompt is not None or self.fewshot_as_multiturn:
+            set_("chat_template", True)  # a system message or turns exist only in a chat template
+        tags = tuple(self.think_tags)
+        if len(tags) != 2 or not all(isinstance(t, str) and t for t in tags) or tags[0] == tags[1]:
+            raise SpecError(f"--think-tags {' '.join(map(str, tags))}: give two different, non-empty tags, the one "
+                            "opening and the one closing a thinking block (default: <think> </think>)")
+        set_("think_tags", tags)
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise SpecError(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
         for option, value in (("--limit", self.limit), ("--batch-size", self.batch_size), ("--bootstrap", self.n_boot)):
             if value is not None and value < 1:
                 raise SpecError(f"{option} must be at least 1, got {value}")
@@ -126,5 +158,10 @@ class RunSpec:
             "data_seed": self.data_seed,
             "samples": self.samples,
             "temperature": self.temperature,
-            "engine_args": dict(self.engine_args),
+            "engine_args": {k: REDACTED if SECRET_OPTION.search(k) else v for k, v in self.engine_args.items()},
+            "system_prompt": self.system_prompt,
+            "fewshot_as_multiturn": self.fewshot_as_multiturn,
+            "max_new_tokens": self.max_new_tokens,
+            "think": self.think,
+            "think_tags": list(self.think_tags),
         }
