@@ -37,6 +37,11 @@ def evaluate(model: str | RunSpec, tasks: str | list[str] = "starter", *, engine
     run stops with that error.
     ``cache``: the request cache (:mod:`evalsuite.engines.cache`) in its default folder (``True``), in a
     given folder, or off (``False``); with it, a killed run resumes where it stopped when rerun.
+    Chat formatting: ``chat_template`` wraps prompts in the model's chat template; ``system_prompt`` (text, or
+    ``"@FILE"``) adds a system message and ``fewshot_as_multiturn`` makes few-shot examples user/assistant
+    turns, both implying ``chat_template`` (the ``chat`` engine sends the conversation itself).
+    ``max_new_tokens`` replaces every generation prompt's ``max_tokens``; ``think`` removes thinking between
+    ``think_tags`` (and a server's ``reasoning_content``) before answers are read and records its length.
     """
     if isinstance(model, RunSpec):
         if options or tasks != "starter":

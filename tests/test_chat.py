@@ -22,6 +22,7 @@ from evalsuite.cli import main
 from evalsuite.errors import SpecError
 from evalsuite.leaderboard.report import build_report
 from evalsuite.results import read_samples
+from evalsuite.spec import RunSpec
 from scripted_server import chat_reply, server, tokenizer_dir  # noqa: F401 - fixtures
 from tiny_models import tiny_llama
 
@@ -144,7 +145,8 @@ def test_thinking_is_removed_before_reading_and_measured(chat_server, tokenizer_
 
     # Without --think the same answers are read as before: the last "Answer: X" anywhere in the text.
     plain = chat_run(url, tmp_path, limit=7, engine_args=options, cache=False)
-    assert [s["extracted"] for s in read_samples(plain.path)] == ["True", "False", "True", None, "True", "Unknown", "True"]
+    read = [s["extracted"] for s in read_samples(plain.path)]
+    assert read == ["True", "False", "True", None, "True", "Unknown", "True"]
     assert "thinking" not in plain.record["evaluations"][0]
 
     page = build_report([result.path], tmp_path / "report").read_text()
@@ -177,8 +179,10 @@ def no_generation(monkeypatch):
     monkeypatch.setattr(HFEngine, "generate", refuse)
 
 
-@pytest.mark.parametrize("template, problem", [(NO_SYSTEM_TEMPLATE, "has no system role"),
-                                               (REFUSING_TEMPLATE, "rejects a system message.*System role not supported")])
+@pytest.mark.parametrize("template, problem", [
+    (NO_SYSTEM_TEMPLATE, "has no system role"),
+    (REFUSING_TEMPLATE, "rejects a system message.*System role not supported"),
+])
 def test_system_prompt_needs_a_system_role(tmp_path, template, problem, no_generation):
     model = tiny_llama(tmp_path / "model", chat_template=template)
     with pytest.raises(SpecError, match=rf"--system-prompt: the chat template of {model} {problem}"):
@@ -206,3 +210,28 @@ def test_a_thinking_template_that_never_closes_leaves_no_answer(tmp_path):
         assert sample["thinking"]["unclosed"] == 1 and sample["thinking"]["answer"] == 0
         assert sample["thinking"]["thinking"] >= 1000 and sample["thinking"]["unit"] == "tokens"
     assert result.record["evaluations"][0]["thinking"]["unclosed_rate"] == 1.0
+
+
+def test_show_prints_the_conversation_and_its_template_text(tmp_path, capsys):
+    model = tiny_llama(tmp_path / "model", chat_template=NO_SYSTEM_TEMPLATE)
+    (tmp_path / "system.txt").write_text("Be brief.\n", encoding="utf-8")
+    code = main(["show", "gen_syllogisms", "--prompt", "cot", "--shots", "1", "--system-prompt",
+                 f"@{tmp_path / 'system.txt'}", "--fewshot-as-multiturn", "--tokenizer", str(model)])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.index("--- system ---\nBe brief.\n--- user ---\nPremises:") < out.index("--- assistant ---\nAnswer: ")
+    assert out.count("--- user ---") == 2 and f"--- as the chat template of {model} makes it ---\n<|user|>" in out
+    assert main(["show", "gen_syllogisms", "--system-prompt", f"@{tmp_path / 'missing.txt'}"]) == 2
+    assert f"--system-prompt @{tmp_path / 'missing.txt'}: cannot read the file" in capsys.readouterr().err
+
+
+def test_run_options_are_checked_when_the_spec_is_built(tmp_path):
+    spec = RunSpec("smollm2", fewshot_as_multiturn=True, think=True, engine_args={"api_key": "k", "hf_token": "t"})
+    assert spec.chat_template and spec.system_prompt is None
+    config = spec.config("hf", None, [])
+    assert config["engine_args"] == {"api_key": "<redacted>", "hf_token": "<redacted>"}
+    assert (config["think"], config["think_tags"]) == (True, ["<think>", "</think>"])
+    for options, message in [({"think_tags": ("<t>", "<t>")}, "--think-tags <t> <t>: give two different"),
+                             ({"max_new_tokens": 0}, "--max-new-tokens must be at least 1")]:
+        with pytest.raises(SpecError, match=message):
+            RunSpec("smollm2", **options)

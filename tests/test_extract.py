@@ -7,7 +7,7 @@ import functools
 import pytest
 
 from evalsuite.api import load_tasks
-from evalsuite.scoring import answer_index, clean_generation, extract_answer, normalise
+from evalsuite.scoring import Thinking, answer_index, clean_generation, extract_answer, normalise, split_thinking
 
 
 @functools.cache
@@ -126,3 +126,36 @@ def test_answer_index(answer, values, expected):
 def test_normalise():
     assert normalise("  «Ｔｒｕｅ».") == "«true»"  # only ASCII punctuation is stripped
     assert normalise("(B).") == "b"
+
+
+# --- thinking models ------------------------------------------------------------------------------------
+
+TAGS = ("<think>", "</think>")
+# (text, options, expected split): the answer is what the rule reads; None = the thinking never closed.
+THINKING_CASES = [
+    ("Answer: True", {}, Thinking("", "Answer: True")),  # no thinking at all
+    ("<think>maybe Answer: False</think>\nAnswer: True", {}, Thinking("maybe Answer: False", "\nAnswer: True")),
+    ("Answer: False <think>or Answer: True?</think>", {}, Thinking("or Answer: True?", "Answer: False ")),
+    ("<think>a</think>x<think>b</think>y", {}, Thinking("ab", "xy")),  # several blocks
+    ("<think>Answer: True and on", {}, Thinking("Answer: True and on", None)),  # never closed
+    ("<think>a</think>x<think>Answer: True", {}, Thinking("aAnswer: True", None)),  # the last one never closed
+    ("steps</think>Answer: False", {}, Thinking("steps", "Answer: False")),  # the prompt opened the block
+    ("Answer: True", {"opened": True}, Thinking("Answer: True", None)),  # opened by the prompt, never closed
+    ("s</think>Answer: True", {"opened": True}, Thinking("s", "Answer: True")),
+    ("Answer: True", {"reasoning": "r"}, Thinking("r", "Answer: True")),  # a server's reasoning_content
+    (None, {"reasoning": "Answer: True"}, Thinking("Answer: True", None)),  # reasoning but no answer
+    (None, {}, Thinking("", "")),
+    ("[[Answer: False]] Answer: True", {"tags": ("[[", "]]")}, Thinking("Answer: False", " Answer: True")),
+]
+
+
+@pytest.mark.parametrize("text, options, expected", THINKING_CASES)
+def test_thinking_is_split_from_the_answer(text, options, expected):
+    options = dict(options)
+    assert split_thinking(text, options.pop("tags", TAGS), **options) == expected
+
+
+def test_an_unclosed_block_reads_no_answer_where_the_plain_rule_reads_one():
+    pattern, text = _rule("gen_deduction"), "<think>Perhaps. Answer: True"
+    assert answer_index(extract_answer(text, pattern), WORDS) == 0  # the thinking would be read as the answer
+    assert split_thinking(text, TAGS).answer is None

@@ -13,7 +13,7 @@ from evalsuite.api import load_tasks
 from evalsuite.pipeline.render import render_instances
 from evalsuite.data import Split, load_split
 from evalsuite.errors import TemplateError
-from evalsuite.prompting import FewshotSampler, PromptRenderer
+from evalsuite.prompting import ChatFormat, FewshotSampler, Message, PromptRenderer
 from evalsuite.spec import load_task
 
 CATALOG = load_tasks()
@@ -129,6 +129,45 @@ def test_examples_are_joined_by_the_separator(data_dir, task_name):
             # an example is its context, the delimiter and its gold answer
             assert part == example.context + example.continuations[example.gold]
         assert inst.context.count(sep) >= len(parts)
+
+
+# --- conversations --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("task_name, variant", [("copa", "plain"), ("gen_deduction", "cot")])
+def test_a_document_is_also_a_conversation(data_dir, task_name, variant):
+    """One user turn holding the plain text, or with examples as turns: the user turns are the examples' and the
+    document's prompts, the assistant turns their gold answers, and the plain text is their concatenation."""
+    task, renderer, instances, evaluated, pool = few_shot(task_name, data_dir, shots=3, limit=4, variant=variant)
+    prompt = renderer.prompt
+    turns = PromptRenderer(task, prompt, ChatFormat(system="Be brief.", multiturn=True))
+    for inst in instances:
+        assert inst.messages == (Message("user", inst.context),)  # the default: the whole prompt, one turn
+        doc = evaluated.docs[inst.doc_id]
+        conversation = turns.render(doc, inst.doc_id, [(j, pool.docs[j]) for j in inst.fewshot_ids])
+        assert conversation.context == inst.context  # the plain text does not change
+        system, *pairs, question = conversation.messages
+        assert system == Message("system", "Be brief.")
+        assert question == Message("user", renderer.context_of(doc, inst.doc_id))
+        assert [m.role for m in pairs] == ["user", "assistant"] * 3
+        shots = [(pairs[k].content, pairs[k + 1].content) for k in range(0, len(pairs), 2)]
+        assert shots == [renderer.example_turns(pool.docs[j], j) for j in inst.fewshot_ids]
+        joined = [user + prompt.target_delimiter + answer for user, answer in shots] + [question.content]
+        assert prompt.fewshot_separator.join(joined) == inst.context
+    system_only = PromptRenderer(task, prompt, ChatFormat(system="")).render(evaluated.docs[0], 0)
+    assert system_only.messages == (Message("system", ""), Message("user", system_only.context))
+
+
+def test_a_preamble_opens_the_first_user_turn(tmp_path):
+    renderer = renderer_for(tmp_path, '{#- \npreamble: "Pick one."\n-#}\nQuestion: {{ question }}')
+    task, prompt = renderer.task, renderer.prompt
+    turns = PromptRenderer(task, prompt, ChatFormat(multiturn=True))
+    examples = [(7, {**DOC, "question": "Before?"})]
+    assert turns.render(DOC, 0, examples).messages == (
+        Message("user", "Pick one.\n\nQuestion: Before?"), Message("assistant", "first"),
+        Message("user", "Question: Which?"))
+    assert turns.render(DOC, 0).messages == (Message("user", "Pick one.\n\nQuestion: Which?"),)
+    assert renderer.render(DOC, 0, examples).context == "Pick one.\n\nQuestion: Before? first\n\nQuestion: Which?"
 
 
 def test_same_seed_gives_identical_prompts(data_dir):

@@ -300,7 +300,9 @@ class CachedEngine:
         return self._answer("loglikelihood", requests, self.inner.loglikelihood, _encode_scores, _decode_scores,
                             progress, lambda scores, index: check_scores(scores, source, index))
 
-    def generate(self, requests: Sequence[GenerationRequest], progress: Progress | None = None) -> list[str | Generation]:
+    def generate(
+        self, requests: Sequence[GenerationRequest], progress: Progress | None = None
+    ) -> list[str | Generation]:
         return self._answer("generation", requests, self.inner.generate, _encode_generation, _decode_generation,
                             progress)
 

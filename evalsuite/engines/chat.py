@@ -51,11 +51,14 @@ class ChatEngine(ServerEngine):
                           "of the prompt): evaluate a generation prompt variant (e.g. --prompts cot), or use "
                           "--engine server on a /v1/completions endpoint")
 
-    def generate(self, requests: Sequence[GenerationRequest], progress: Progress | None = None) -> list[str | Generation]:
+    def generate(
+        self, requests: Sequence[GenerationRequest], progress: Progress | None = None
+    ) -> list[str | Generation]:
         payloads = []
         for index, r in enumerate(requests):
             if r.messages is None:
-                raise EngineError(f"request {index} has no messages: the chat engine sends conversations, not token ids")
+                raise EngineError(f"request {index} has no messages: the chat engine sends conversations, not "
+                                  "token ids")
             self._check_room(index, r.max_tokens)
             payload = {"model": self.model_name, "messages": [{"role": role, "content": content}
                                                                for role, content in r.messages],

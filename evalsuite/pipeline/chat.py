@@ -29,8 +29,8 @@ def check_prompts(spec: RunSpec, tasks: Sequence[TaskSpec], engine: Any) -> None
                        f"task '{task.name}' has no generation variant: evaluate it with --engine server (a "
                        "/v1/completions endpoint) or a local engine")
             raise SpecError(f"{prompt.path}: prompt variant '{prompt.name}' of task '{task.name}' scores "
-                            f"log-likelihoods, which the {spec.engine} engine cannot (a chat API returns no "
-                            f"log-probabilities of the prompt): {way_out}")
+                            f"log-likelihoods, which the {getattr(engine, 'name', spec.engine)} engine cannot (a chat "
+                            f"API returns no log-probabilities of the prompt): {way_out}")
 
 
 def check_engine(spec: RunSpec, engine: Any) -> None:

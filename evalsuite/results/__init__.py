@@ -46,7 +46,9 @@ SCHEMA = {
     "created": "UTC time the run finished, ISO 8601",
     "config": "everything the run was asked for: model, engine, adapter, mode, shots, seed, tasks, prompts, "
     "limit, batch_size, dtype, data_dir, fewshot_sampler, chat_template, n_boot, data_seed (replaces generated "
-    "tasks' seeds), samples and temperature (generation prompts)",
+    "tasks' seeds), samples and temperature (generation prompts), engine_args (secret ones such as api_key "
+    "written as '<redacted>'), system_prompt (its text), fewshot_as_multiturn, max_new_tokens (null: each "
+    "prompt's own), think and think_tags",
     "model": "what the engine reports: engine, model_path, model_sha256 (config + weights), dtype, device; "
     "finetuned (base, task, method) for a fine-tuned checkpoint or adapter",
     "versions": "python and package versions",
@@ -60,7 +62,9 @@ SCHEMA = {
     "binary F1, null: class 1); when documents have a "
     "'difficulty' (generated tasks): by_difficulty{level: {n, accuracy, low, high, unparseable_rate}}; with "
     "several samples per document: self_consistency{samples, temperature, vote, agreement{value, low, high, "
-    "definition}}",
+    "definition}}; in runs with think: thinking{unit (tokens, or characters where the engine has no tokenizer), "
+    "mean_thinking, mean_answer (mean lengths per document), unclosed_rate (share of generations whose thinking "
+    "never closed)}",
     "skipped": "tasks left out because their data could not be loaded (run with skip_unavailable): "
     "[{task, reason}]",
 }
