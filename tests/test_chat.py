@@ -127,10 +127,10 @@ THINKING_CASES = [
 @pytest.mark.parametrize("tokenizer", [None, "bytes"])
 def test_thinking_is_removed_before_reading_and_measured(chat_server, tokenizer_dir, tmp_path, tokenizer):
     url, script = chat_server
-    replies = iter(case[0] for case in THINKING_CASES * 2)
+    replies = iter(case[0] for case in THINKING_CASES)
     script.chat_answer = lambda body: next(replies)
     options = {"concurrency": 1, **({"tokenizer": tokenizer_dir} if tokenizer else {})}
-    result = chat_run(url, tmp_path, limit=7, think=True, engine_args=options, cache=False)
+    result = chat_run(url, tmp_path, limit=7, think=True, engine_args=options)
     samples = read_samples(result.path)
     unit = "tokens" if tokenizer else "characters"  # the byte tokenizer: one token per character here
     for sample, (_, extracted, thinking, answer, unclosed) in zip(samples, THINKING_CASES):
@@ -143,10 +143,13 @@ def test_thinking_is_removed_before_reading_and_measured(chat_server, tokenizer_
                                         "unclosed_rate": 0.285714}
     assert evaluation["metrics"]["unparseable_rate"]["value"] == pytest.approx(2 / 7)
 
-    # Without --think the same answers are read as before: the last "Answer: X" anywhere in the text.
-    plain = chat_run(url, tmp_path, limit=7, engine_args=options, cache=False)
-    read = [s["extracted"] for s in read_samples(plain.path)]
-    assert read == ["True", "False", "True", None, "True", "Unknown", "True"]
+    # Without --think the same answers (from the cache, reasoning included) are read as before: the last
+    # "Answer: X" anywhere in the text.
+    plain = chat_run(url, tmp_path, limit=7, engine_args=options)
+    assert plain.record["cache"]["hits"] == 7 and len(chats(script)) == 7
+    read = read_samples(plain.path)
+    assert [s["extracted"] for s in read] == ["True", "False", "True", None, "True", "Unknown", "True"]
+    assert [s.get("reasoning") for s in read] == [s.get("reasoning") for s in samples]
     assert "thinking" not in plain.record["evaluations"][0]
 
     page = build_report([result.path], tmp_path / "report").read_text()

@@ -252,7 +252,7 @@ def _encode_generation(answer: str | Generation) -> str | dict[str, Any]:
 
 
 def _decode_generation(stored: str | dict[str, Any]) -> str | Generation:
-    return stored if isinstance(stored, str) else Generation(stored["text"], stored["reasoning"])
+    return Generation(stored.get("text"), stored.get("reasoning")) if isinstance(stored, dict) else str(stored)
 
 
 @dataclass
