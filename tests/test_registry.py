@@ -75,7 +75,7 @@ def test_plugins_and_built_in_engines_are_imported_only_when_named():
             " 'balanced_accuracy' in METRICS.names(), file=sys.stderr)")
     done = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stderr.strip().splitlines()[-1] == "[] ['hf', 'server', 'toy', 'vllm'] True"
+    assert done.stderr.strip().splitlines()[-1] == "[] ['chat', 'hf', 'server', 'toy', 'vllm'] True"
 
 
 def test_unknown_engine_lists_the_built_in_and_installed_ones(tmp_path, data_dir):

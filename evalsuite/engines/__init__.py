@@ -70,6 +70,10 @@ def _chat(model: str) -> type:
     return ChatEngine
 
 
+# What an engine can do is known before it is built: a class says it, and so does a built-in's factory.
+_chat.conversational = True  # type: ignore[attr-defined]
+
+
 def engine_class(name: str, model: str) -> type:
     """The class of the engine registered as ``name`` for ``model``, not built yet (its class attributes, such as
     ``conversational``, say what it can do before it starts)."""

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from evalsuite.data import default_data_dir
-from evalsuite.engines import Classifier, Engine, engine_class, load_engine
+from evalsuite.engines import ENGINES, Classifier, Engine, load_engine
 from evalsuite.engines.base import InvalidAnswer
 from evalsuite.engines.cache import CachedEngine, RequestCache
 from evalsuite.errors import DataError, OutputError, SpecError
@@ -63,7 +63,7 @@ def run(spec: RunSpec, engine: Engine | Classifier | None = None) -> RunResult:
     selected, skipped = _load(spec, splits)
     prompted = [(task, prompt) for task in selected for prompt in variants(task, spec.prompts)]
     picks = preflight(prompted, splits, spec, by_head=answered_by_head(engine or spec.engine, spec.model))
-    check_prompts(spec, selected, engine if engine is not None else engine_class(spec.engine, spec.model))
+    check_prompts(spec, selected, engine if engine is not None else ENGINES.resolve(spec.engine))
 
     load_started = time.perf_counter()
     if engine is None:
