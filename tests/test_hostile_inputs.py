@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 
 from evalsuite import cli, sandbox
 from evalsuite.api import evaluate, load_tasks, select_tasks
-from evalsuite.pipeline.answer import _generated_sample
+from evalsuite.pipeline.answer import _generated_sample, _Reader
+from evalsuite.spec import RunSpec
 from evalsuite.data import load_split
 from evalsuite.engines import ContinuationScore
 from evalsuite.errors import DataError, SpecError, TemplateError
@@ -403,7 +404,8 @@ def test_generated_sample_turns_a_regex_limit_into_a_spec_error(folders, monkeyp
     doc = {"premise": "p", "choice1": "a", "choice2": "b", "label": 0}
     instance = PromptRenderer(task, task.prompts[0]).render(doc, 4)
     with time_limit(10), pytest.raises(SpecError, match="field 'header.answer.pattern' on document 4 of task 'gen'"):
-        _generated_sample(task, task.prompts[0], instance, instance.context, ["a" * 60 + "!"])
+        _generated_sample(task, task.prompts[0], instance, instance.context, ["a" * 60 + "!"],
+                          _Reader(RunSpec("m"), None, False), None)
 
 
 # --- the filter expression ------------------------------------------------------------------------------

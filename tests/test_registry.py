@@ -83,14 +83,14 @@ def test_unknown_engine_lists_the_built_in_and_installed_ones(tmp_path, data_dir
                "--limit", "1", "--data-dir", str(data_dir), "--output", str(tmp_path)]
     done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
-    assert done.stderr.strip() == "evalsuite: error: unknown engine 'tyo'; known engines: hf, server, toy, vllm"
+    assert done.stderr.strip() == "evalsuite: error: unknown engine 'tyo'; known engines: chat, hf, server, toy, vllm"
 
 
 # --------------------------------------------------------------------------- the registries in this process
 
 
 def test_unknown_names_list_the_known_ones():
-    with pytest.raises(EngineError, match=r"^unknown engine 'nope'; known engines: hf, server, vllm$"):
+    with pytest.raises(EngineError, match=r"^unknown engine 'nope'; known engines: chat, hf, server, vllm$"):
         load_engine("nope", "x")
     with pytest.raises(MetricError, match=r"^unknown metric 'bleu'; known metrics: accuracy, accuracy_norm, "):
         resolve_metric("bleu")
