@@ -1,4 +1,5 @@
-"""The command line: ``evalsuite tasks | show | run | finetune | leaderboard | report | compare | cache``.
+"""The command line: ``evalsuite tasks | show | check | new-task | run | finetune | leaderboard | report | compare |
+cache``.
 
 Heavy libraries are imported inside the commands, so listing tasks or asking for help starts fast.
 Errors of the :class:`~evalsuite.errors.EvalsuiteError` family print one line and exit with status 2, and so does
@@ -79,6 +80,24 @@ def build_parser() -> argparse.ArgumentParser:
                       help="with chat formatting, also show the text this model's chat template makes of it")
     _task_dirs(show)
     _data_dir(show)
+
+    check = commands.add_parser("check", help="check tasks without a model: every split, document, prompt variant, "
+                                "zero-shot and few-shot; report every problem")
+    check.add_argument("tasks", nargs="+", metavar="TASK", help="task names, tags, categories, or 'all'")
+    check.add_argument("--prompts", default="all", help="prompt variants: comma-separated names or 'all' (default)")
+    check.add_argument("--shots", type=int, action="append", default=None, metavar="K",
+                       help=f"few-shot examples per prompt, repeatable (default: 0 and {DEFAULT_SHOTS})")
+    check.add_argument("--seed", type=int, default=0, help="seed of the few-shot examples' choice (default 0)")
+    _task_dirs(check)
+    _data_dir(check)
+
+    new_task = commands.add_parser("new-task", help="write a task file and its three prompt variants for a data "
+                                   "file of your own (JSONL, JSON, CSV, TSV, Parquet)")
+    new_task.add_argument("name", help="task name: lower-case letters, digits, '_', '-' or '.'")
+    new_task.add_argument("--data", required=True, type=Path, metavar="FILE", help="the data file")
+    new_task.add_argument("--output", type=Path, default=Path("my_tasks"), metavar="DIR",
+                          help="folder written: DIR/tasks/NAME.yaml, DIR/prompts/NAME/*.jinja (default: my_tasks)")
+    new_task.add_argument("--force", action="store_true", help="replace files that exist")
 
     run = commands.add_parser("run", help="evaluate a model and write a run folder")
     run.add_argument("--model", required=True, help="model folder, hub id, or 'smollm2' (the packaged SmolLM2-135M-Instruct)")
@@ -278,6 +297,34 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from evalsuite.pipeline.check import check_tasks, describe_report
+    from evalsuite.spec import DEFAULT_SHOTS
+
+    shots = args.shots or [0, DEFAULT_SHOTS]
+    if min(shots) < 0:
+        from evalsuite.errors import SpecError
+
+        raise SpecError(f"--shots must be 0 or more, got {min(shots)}")
+    items = [item.strip() for arg in args.tasks for item in arg.split(",") if item.strip()]
+    report = check_tasks(items, task_dirs=args.task_dir, prompt_dirs=args.prompt_dir, data_dir=args.data_dir,
+                         prompts=args.prompts, shots=shots, seed=args.seed)
+    print("\n".join(describe_report(report)))
+    return 2 if report.problems else 0
+
+
+def cmd_new_task(args: argparse.Namespace) -> int:
+    from evalsuite.scaffold import new_task
+
+    written, mapping = new_task(args.name, args.data, args.output, force=args.force)
+    print("guessed: " + ", ".join(f"{k}: {v}" for k, v in mapping.items()))
+    for path in written:
+        print(f"wrote {path}")
+    tasks, prompts = args.output / "tasks", args.output / "prompts"
+    print(f"edit them, then: evalsuite check {args.name} --task-dir {tasks} --prompt-dir {prompts}")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from evalsuite.api import evaluate
     from evalsuite.spec import mode_and_shots
@@ -413,8 +460,9 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"tasks": cmd_tasks, "show": cmd_show, "run": cmd_run, "finetune": cmd_finetune,
-            "leaderboard": cmd_leaderboard, "report": cmd_report, "compare": cmd_compare, "cache": cmd_cache}
+COMMANDS = {"tasks": cmd_tasks, "show": cmd_show, "check": cmd_check, "new-task": cmd_new_task, "run": cmd_run,
+            "finetune": cmd_finetune, "leaderboard": cmd_leaderboard, "report": cmd_report, "compare": cmd_compare,
+            "cache": cmd_cache}
 
 
 def _interrupted(args: argparse.Namespace) -> str:
