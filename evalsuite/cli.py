@@ -299,16 +299,10 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from evalsuite.pipeline.check import check_tasks, describe_report
-    from evalsuite.spec import DEFAULT_SHOTS
 
-    shots = args.shots or [0, DEFAULT_SHOTS]
-    if min(shots) < 0:
-        from evalsuite.errors import SpecError
-
-        raise SpecError(f"--shots must be 0 or more, got {min(shots)}")
     items = [item.strip() for arg in args.tasks for item in arg.split(",") if item.strip()]
     report = check_tasks(items, task_dirs=args.task_dir, prompt_dirs=args.prompt_dir, data_dir=args.data_dir,
-                         prompts=args.prompts, shots=shots, seed=args.seed)
+                         prompts=args.prompts, shots=args.shots, seed=args.seed)
     print("\n".join(describe_report(report)))
     return 2 if report.problems else 0
 

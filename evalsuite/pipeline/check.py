@@ -168,16 +168,20 @@ class CheckReport:
 
 def check_tasks(selection: Sequence[str], *, task_dirs: Sequence[Path] = (), prompt_dirs: Sequence[Path] = (),
                 data_dir: Path | None = None, prompts: str | Sequence[str] = "all",
-                shots: Sequence[int] = (0, 5), seed: int = 0) -> CheckReport:
+                shots: Sequence[int] | None = None, seed: int = 0) -> CheckReport:
     """Check tasks without a model, collecting every problem: each split loads (evaluated, few-shot, train,
     validation); every evaluated document renders under every prompt variant asked for with each number of
-    ``shots`` (a few-shot setting only for tasks with a few-shot split), its target within its choices or
+    ``shots`` (default 0 and :data:`~evalsuite.spec.DEFAULT_SHOTS`; a few-shot setting only for tasks with a
+    few-shot split), its target within its choices or
     labels (graded values, classification inputs where the task has them); every few-shot example renders
     as an example; the few-shot pool is large enough; train and validation documents render zero-shot under
     the first variant."""
     from evalsuite.data import default_data_dir
-    from evalsuite.spec import load_tasks
+    from evalsuite.spec import DEFAULT_SHOTS, load_tasks
 
+    shots = (0, DEFAULT_SHOTS) if shots is None else tuple(shots)
+    if min(shots, default=0) < 0:
+        raise SpecError(f"--shots must be 0 or more, got {min(shots)}")
     problems = Problems(collect=True)
     catalog = load_tasks(task_dirs, prompt_dirs)
     tasks: dict[str, TaskSpec] = {}
