@@ -235,6 +235,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         if args.category and task.category != args.category:
             continue
         row = {"name": task.name, "category": task.category, "source": task.source_names,
+               "gated": bool(task.hub and task.hub.gated),
                "split": task.eval_split, "prompts": [p.name for p in task.prompts],
                "metrics": list(task.metrics), "license": task.license}
         if args.sizes:
@@ -272,7 +273,7 @@ class _Sizes:
         from evalsuite.data import load_split
         from evalsuite.errors import DataError
 
-        from_hub = self.data_dir is None or task.local is None
+        from_hub = task.hub is not None and (self.data_dir is None or task.local is None)
         if from_hub and self.hub_failed:
             self.notes.append(f"{task.name}: not tried (the hub failed for {self.hub_failed})")
             return None

@@ -591,6 +591,19 @@ def compile_expression(source: str) -> Callable[..., Any]:
     return evaluate
 
 
+def require_defined(value: Any) -> None:
+    """An expression gives ``Undefined`` (not an error) for a missing name or key; fail now, not when it is used."""
+    if isinstance(value, jinja2.Undefined):
+        str(value)  # StrictUndefined raises UndefinedError naming what is missing
+        raise jinja2.UndefinedError("the expression gave an undefined value")
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            require_defined(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            require_defined(item)
+
+
 def describe(exc: Exception) -> str:
     """What went wrong in a template or expression, in one line for an error message."""
     if isinstance(exc, jinja2.UndefinedError):

@@ -1,4 +1,5 @@
-"""The raw-file parsers, on the real files in shared/data and on small malformed files."""
+"""The raw-file parsers, on the real files in shared/data and on small malformed files (the generic formats, read
+by the datasets library, are tested in test_sources.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from evalsuite.data.formats import PARSERS, parse
+from evalsuite.data.formats import GENERIC_FORMATS, PARSERS, parse
 from evalsuite.errors import DataError
 
 DATA = Path(os.environ.get("EVALSUITE_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -21,8 +22,6 @@ COUNTS = [
     ("copa_xml", "copa/balacopa-dev-all.xml", {"ids": [1, 500]}, 500),
     ("copa_xml", "copa/balacopa-dev-all.xml", {"ids": [1001, 1500]}, 500),
     ("piqa_jsonl", "piqa/valid.jsonl", {}, 1838),
-    ("commonsenseqa_jsonl", "commonsenseqa/dev_rand_split.jsonl", {}, 1221),
-    ("commonsenseqa_jsonl", "commonsenseqa/train_rand_split.jsonl", {}, 9741),
     ("folio_jsonl", "folio/folio-validation.jsonl", {}, 204),
     ("folio_jsonl", "folio/folio-train.jsonl", {}, 1004),
     ("logiqa_txt", "logiqa/Eval.txt", {}, 651),
@@ -33,35 +32,19 @@ COUNTS = [
     ("rte_xml", "rte/rte2_test.xml", {}, 800),
     ("rte_xml", "rte/rte3_dev.xml", {}, 800),
     ("rte_xml", "rte/rte3_test.xml", {}, 800),
-    ("mrpc_tsv", "mrpc/msr-para-test.tsv", {}, 1725),
-    ("mrpc_tsv", "mrpc/msr-para-val.tsv", {}, 500),
-    ("mrpc_tsv", "mrpc/msr-para-train.tsv", {}, 3576),
-    ("stsb_csv", "stsb/sts-dev.csv", {}, 1500),
-    ("stsb_csv", "stsb/sts-test.csv", {}, 1379),
-    ("stsb_csv", "stsb/sts-train.csv", {}, 5749),
-    ("sick_tsv", "sick/SICK_test_annotated.txt", {}, 4927),
-    ("sick_tsv", "sick/SICK_trial.txt", {}, 500),
-    ("sick_tsv", "sick/SICK_train.txt", {}, 4500),
     ("logicnli_json", "logicnli/dev_language.json", {}, 2000),
     ("logicnli_json", "logicnli/test_language.json", {}, 2000),
     ("logicnli_json", "logicnli/train_language.json", {}, 16000),
-    ("bbh_json", "bbh/boolean_expressions.json", {}, 250),
-    ("bbh_json", "bbh/causal_judgement.json", {}, 187),
 ]
 
 # Field name -> type(s) every document of the format must have.
 SCHEMAS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "copa_xml": {"idx": int, "premise": str, "choice1": str, "choice2": str, "question": str, "label": int},
     "piqa_jsonl": {"goal": str, "sol1": str, "sol2": str, "label": int},
-    "commonsenseqa_jsonl": {"id": str, "question": str, "question_concept": str, "choices": dict, "answerKey": str},
     "folio_jsonl": {"premises": str, "conclusion": str, "label": str},
     "logiqa_txt": {"context": str, "query": str, "options": list, "correct_option": int},
     "rte_xml": {"idx": int, "sentence1": str, "sentence2": str, "label": int},
-    "mrpc_tsv": {"idx": int, "sentence1": str, "sentence2": str, "label": int},
-    "stsb_csv": {"idx": int, "sentence1": str, "sentence2": str, "label": float, "genre": str},
-    "sick_tsv": {"pair_ID": int, "sentence_A": str, "sentence_B": str, "relatedness_score": float, "label": int},
     "logicnli_json": {"id": str, "facts": list, "rules": list, "statement": str, "label": str},
-    "bbh_json": {"input": str, "target": str},
 }
 
 _cache: dict[tuple, list[dict]] = {}
@@ -97,7 +80,7 @@ def test_count_schema_and_types(fmt: str, name: str, options: dict, count: int) 
 
 
 def test_every_format_is_tested() -> None:
-    assert {fmt for fmt, *_ in COUNTS} == set(PARSERS)
+    assert {fmt for fmt, *_ in COUNTS} == set(PARSERS) - set(GENERIC_FORMATS)
 
 
 @needs_data
@@ -129,21 +112,6 @@ def test_piqa() -> None:
     assert docs[0]["sol1"].startswith("Provide the guinea pig with a cage full of a few inches of bedding made of ripped paper")
     assert docs[0]["label"] == 0
     assert docs[1] == {"goal": "dresser", "sol1": "replace drawer with bobby pin ", "sol2": "finish, woodgrain with  bobby pin ", "label": 1}
-
-
-@needs_data
-def test_commonsenseqa() -> None:
-    docs = load("commonsenseqa_jsonl", "commonsenseqa/dev_rand_split.jsonl")
-    assert docs[0] == {
-        "id": "1afa02df02c908a558b4036e80242fac",
-        "question": "A revolving door is convenient for two direction travel, but it also serves as a security measure at a what?",
-        "question_concept": "revolving door",
-        "choices": {"label": ["A", "B", "C", "D", "E"], "text": ["bank", "library", "department store", "mall", "new york"]},
-        "answerKey": "A",
-    }
-    for doc in docs:
-        assert doc["choices"]["label"] == ["A", "B", "C", "D", "E"] and len(doc["choices"]["text"]) == 5
-        assert doc["answerKey"] in doc["choices"]["label"]
 
 
 @needs_data
@@ -212,50 +180,6 @@ def test_rte() -> None:
 
 
 @needs_data
-def test_mrpc() -> None:
-    test = load("mrpc_tsv", "mrpc/msr-para-test.tsv")
-    val = load("mrpc_tsv", "mrpc/msr-para-val.tsv")
-    train = load("mrpc_tsv", "mrpc/msr-para-train.tsv")
-    assert labels(test) == {1: 1147, 0: 578}  # the standard MRPC test split
-    assert labels(train) + labels(val) == {1: 2753, 0: 1323}  # together: the standard 4076-pair train split
-    assert [d["idx"] for d in val] == list(range(500))
-    assert train[0] == {
-        "idx": 0,
-        "sentence1": 'Amrozi accused his brother, whom he called "the witness", of deliberately distorting his evidence.',
-        "sentence2": 'Referring to him as only "the witness", Amrozi accused his brother of deliberately distorting his evidence.',
-        "label": 1,
-    }
-    assert not train[0]["sentence1"].startswith("\ufeff")
-    assert val[0]["sentence1"].startswith("Stocks have rallied sharply") and val[0]["label"] == 1
-
-
-@needs_data
-def test_stsb() -> None:
-    dev = load("stsb_csv", "stsb/sts-dev.csv")
-    assert dev[0] == {"idx": 0, "sentence1": "A man with a hard hat is dancing.",
-                      "sentence2": "A man wearing a hard hat is dancing.", "label": 5.0, "genre": "main-captions"}
-    assert dev[1]["label"] == 4.75
-    for name in ("sts-dev", "sts-test", "sts-train"):
-        docs = load("stsb_csv", f"stsb/{name}.csv")
-        assert all(0.0 <= d["label"] <= 5.0 for d in docs)
-        assert {d["genre"] for d in docs} <= {"main-captions", "main-news", "main-forum", "main-forums"}
-    # Rows with extra source columns still give the two sentences, not the source notes.
-    assert not any("Europe Media Monitor" in d["sentence2"] for d in dev)
-
-
-@needs_data
-def test_sick() -> None:
-    assert labels(load("sick_tsv", "sick/SICK_test_annotated.txt")) == {0: 1414, 1: 2793, 2: 720}
-    assert labels(load("sick_tsv", "sick/SICK_train.txt")) == {0: 1299, 1: 2536, 2: 665}
-    trial = load("sick_tsv", "sick/SICK_trial.txt")
-    assert labels(trial) == {0: 144, 1: 282, 2: 74}
-    assert trial[0] == {"pair_ID": 4, "sentence_A": "The young boys are playing outdoors and the man is smiling nearby",
-                        "sentence_B": "There is no boy playing outdoors and there is no man smiling",
-                        "relatedness_score": 3.6, "label": 2}
-    assert all(1.0 <= d["relatedness_score"] <= 5.0 for d in trial)
-
-
-@needs_data
 def test_logicnli() -> None:
     for name, per_class in (("dev", 500), ("test", 500), ("train", 4000)):
         docs = load("logicnli_json", f"logicnli/{name}_language.json")
@@ -270,25 +194,11 @@ def test_logicnli() -> None:
     assert all(isinstance(x, str) for d in dev for x in d["facts"] + d["rules"])
 
 
-@needs_data
-def test_bbh() -> None:
-    files = sorted((DATA / "bbh").glob("*.json"))
-    assert len(files) == 27
-    counts = {f.stem: len(parse("bbh_json", f)) for f in files}
-    assert sum(counts.values()) == 6511
-    assert {k: v for k, v in counts.items() if v != 250} == {"causal_judgement": 187, "penguins_in_a_table": 146, "snarks": 178}
-    snarks = load("bbh_json", "bbh/snarks.json")
-    assert snarks[0]["input"].startswith("Which statement is sarcastic?\nOptions:\n(A) He's a generous person")
-    assert snarks[0]["target"] == "(B)"
-    assert set(labels(snarks, "target")) == {"(A)", "(B)"}
-    assert set(labels(load("bbh_json", "bbh/boolean_expressions.json"), "target")) == {"True", "False"}
-
-
 # --------------------------------------------------------------------------- parse() and malformed files
 
 
 def test_unknown_format_lists_known(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="unknown data format 'nope'.*copa_xml.*stsb_csv"):
+    with pytest.raises(DataError, match="unknown data format 'nope'.*copa_xml.*jsonl.*tsv"):
         parse("nope", tmp_path / "x")
 
 
@@ -309,7 +219,7 @@ def test_options_are_checked(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="does not take option.*idz.*ids"):
         parse("copa_xml", path, idz=[1, 2])
     with pytest.raises(DataError, match="takes no options"):
-        parse("bbh_json", path, ids=[1, 2])
+        parse("parquet", path, ids=[1, 2])
     for bad in ([5, 1], [1], "1-5", [1.0, 2]):
         with pytest.raises(DataError, match="ids"):
             parse("copa_xml", path, ids=bad)
@@ -325,8 +235,6 @@ def _rte(pair: str) -> str:
 
 GOOD_PIQA = '{"goal": "g", "sol1": "a", "sol2": "b"}\n'
 GOOD_FOLIO = '{"premises": ["p"], "conclusion": "c", "label": "True"}\n'
-GOOD_CSQA = ('{"answerKey": "A", "id": "x", "question": {"question_concept": "c", "stem": "s", '
-             '"choices": [{"label": "A", "text": "t"}]}}\n')
 LOGIQA_ITEM = "\na\nContext.\nQuery?\nA.one\nB.two\nC.three\nD.four\n"
 
 # (format, file name, content, extra files, text the message must contain besides the file name)
@@ -340,8 +248,6 @@ MALFORMED = [
     ("piqa_jsonl", "count.jsonl", GOOD_PIQA * 2, {"count-labels.lst": "0\n"}, "1 labels"),
     ("piqa_jsonl", "lab.jsonl", GOOD_PIQA, {"lab-labels.lst": "2\n"}, "lab-labels.lst: line 1"),
     ("piqa_jsonl", "nolabels.jsonl", GOOD_PIQA, {}, "nolabels-labels.lst"),
-    ("commonsenseqa_jsonl", "csqa.jsonl", GOOD_CSQA + '{"answerKey": "A", "id": "y", "question": {"stem": "s"}}\n', {}, "line 2"),
-    ("commonsenseqa_jsonl", "csqa2.jsonl", GOOD_CSQA + "[1, 2]\n", {}, "line 2"),
     ("folio_jsonl", "folio.jsonl", GOOD_FOLIO + GOOD_FOLIO.replace('"True"', '"Maybe"'), {}, "line 2"),
     ("folio_jsonl", "folio2.jsonl", GOOD_FOLIO + '{"premises": "not a list", "conclusion": "c", "label": "True"}\n', {}, "line 2"),
     ("logiqa_txt", "short.txt", LOGIQA_ITEM + "\nb\nContext.\nQuery?\nA.one\n", {}, "item 2"),
@@ -350,20 +256,9 @@ MALFORMED = [
     ("rte_xml", "bad.xml", _rte('<pair id="3" value="TRUE"><t>a</t><h>b</h></pear>'), {}, "line 3"),
     ("rte_xml", "label.xml", _rte('<pair id="3" entailment="MAYBE"><t>a</t><h>b</h></pair>'), {}, "id='3'"),
     ("rte_xml", "empty.xml", _rte(""), {}, "no <pair>"),
-    ("mrpc_tsv", "m.tsv", "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\r\n1\t1\t2\ta\tb\r\n1\t1\t2\ta\r\n", {}, "line 3"),
-    ("mrpc_tsv", "m2.tsv", "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n1\t1\t2\ta\tb\nyes\t1\t2\ta\tb\n", {}, "line 3"),
-    ("stsb_csv", "s.csv", "main-news\tf\t2012\t0001\t2.5\ta\tb\nmain-news\tf\t2012\t0002\tlots\ta\tb\n", {}, "line 2"),
-    ("stsb_csv", "s2.csv", "main-news\tf\t2012\t0001\t9\ta\tb\n", {}, "line 1"),
-    ("stsb_csv", "s3.csv", "main-news\tf\t2012\t0001\t2.5\ta\n", {}, "line 1"),
-    ("sick_tsv", "k.txt", "pair_ID\tsentence_A\tsentence_B\trelatedness_score\tentailment_judgment\n"
-                          "1\ta\tb\t4.5\tNEUTRAL\n2\ta\tb\t4.5\tUNSURE\n", {}, "line 3"),
-    ("sick_tsv", "k2.txt", "pair_ID\tsentence_A\tsentence_B\trelatedness_score\tentailment_judgment\nx\ta\tb\t4.5\tNEUTRAL\n", {}, "line 2"),
     ("logicnli_json", "l.json", '{"0": {"facts": [], "rules": [], "statements": ["s"], "labels": ["maybe"]}}', {}, "'0'"),
     ("logicnli_json", "l2.json", '{"0": {"facts": [], "rules": [], "statements": ["s", "t"], "labels": ["neutral"]}}', {}, "'0'"),
     ("logicnli_json", "l3.json", '{"0": {"facts": []', {}, "top level"),
-    ("bbh_json", "b.json", '{"canary": "c", "examples": [{"input": "i", "target": "t"}, {"input": "i"}]}', {}, "example 1"),
-    ("bbh_json", "b2.json", '{"canary": "c"}', {}, "examples"),
-    ("bbh_json", "b3.json", b"\xff\xfe{}", {}, "UTF-8"),
 ]
 
 
@@ -391,5 +286,4 @@ def test_good_small_files_parse(tmp_path: Path) -> None:
     (tmp_path / "q.txt").write_text(LOGIQA_ITEM * 2, encoding="utf-8")
     assert parse("logiqa_txt", tmp_path / "q.txt")[1] == {
         "context": "Context.", "query": "Query?", "options": ["one", "two", "three", "four"], "correct_option": 0}
-    (tmp_path / "m.tsv").write_text('\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\r\n0\t1\t2\t"a\tb"\r\n', encoding="utf-8")
-    assert parse("mrpc_tsv", tmp_path / "m.tsv") == [{"idx": 0, "sentence1": '"a', "sentence2": 'b"', "label": 0}]
+

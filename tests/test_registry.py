@@ -94,7 +94,7 @@ def test_unknown_names_list_the_known_ones():
         load_engine("nope", "x")
     with pytest.raises(MetricError, match=r"^unknown metric 'bleu'; known metrics: accuracy, accuracy_norm, "):
         resolve_metric("bleu")
-    with pytest.raises(DataError, match=r"^unknown data format 'nope'; known data formats: bbh_json, "):
+    with pytest.raises(DataError, match=r"^unknown data format 'nope'; known data formats: copa_xml, csv, "):
         parse("nope", Path("x"))
 
 

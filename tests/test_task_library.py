@@ -37,19 +37,25 @@ def _local_split(name: str, split: str, data_dir: Path) -> Split:
     return load_split(CATALOG[name], split, data_dir)
 
 
+def _hub_request(path, name=None, split=None, revision=None, data_files=None) -> dict:
+    return {"path": path, "name": name, "split": split, "revision": revision, "data_files": data_files}
+
+
 @pytest.fixture
 def hub(monkeypatch):
     """``datasets.load_dataset`` serving the rows of hub_documents.yaml; records what was asked for."""
     import datasets
 
-    asked = []
+    asked, read_files = [], datasets.load_dataset
 
-    def load_dataset(path, name=None, split=None, revision=None, **_):
-        asked.append((path, name, split))
+    def load_dataset(path, name=None, split=None, revision=None, data_files=None, **options):
+        if path in ("json", "csv", "parquet"):  # a local file read by the datasets library's builder
+            return read_files(path, name, split=split, data_files=data_files, **options)
+        asked.append(_hub_request(path=path, name=name, split=split, revision=revision, data_files=data_files))
         for entry in HUB_DOCS.values():
-            if (entry["hub"]["path"], entry["hub"]["name"], entry["hub"]["split"]) == (path, name, split):
+            if _hub_request(**entry["hub"]) == asked[-1]:
                 return [doc["row"] for doc in entry["docs"]]
-        raise ConnectionError(f"no stored documents for {path}/{name} split {split}")
+        raise ConnectionError(f"no stored documents for {asked[-1]}")
 
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
     return asked
@@ -152,7 +158,7 @@ def test_hub_task_variants_on_hub_schema_documents(name, hub):
     task = CATALOG[name]
     entry = HUB_DOCS[name]
     split = load_split(task, task.eval_split)  # through the real hub path, served by the stub
-    assert hub == [(entry["hub"]["path"], entry["hub"]["name"], entry["hub"]["split"])]
+    assert hub == [_hub_request(**entry["hub"])]
     kept = [d for d in entry["docs"] if not d.get("dropped")]
     assert split.docs == [d["row"] for d in kept]
     assert split.origin.startswith(f"hub:{entry['hub']['path']}")
@@ -199,21 +205,24 @@ def test_snli_drops_documents_without_a_gold_label(hub):
 
 
 @pytest.mark.parametrize("name", [n for n in LIBRARY if n.startswith("bbh_")])
-def test_bbh_tasks_load_the_subtask_file_and_name_the_hub_config(name, data_dir, hub, monkeypatch):
+def test_bbh_tasks_load_the_subtask_file_and_name_the_hub_files(name, data_dir, hub, monkeypatch):
     task = CATALOG[name]
     subtask = name.removeprefix("bbh_")
-    assert (task.hub.path, task.hub.name, task.hub.splits) == ("lukaemon/bbh", subtask, {"test": "test"})
+    # the parquet conversion of lukaemon/bbh (its main branch is a loading script), at a pinned commit
+    request = {"path": "lukaemon/bbh", "split": "test", "revision": "7f6d1e32b1667e264ff58fee9e1b685bae899d62",
+               "data_files": {"test": [f"{subtask}/test/*.parquet"]}}
     assert task.local.splits["test"].file == f"bbh/{subtask}.json"
     local = load_split(task, "test", data_dir)
     assert len(local.docs) == {"causal_judgement": 187}.get(subtask, 250)
     # the hub's rows (input, target) are the same documents: rendering does not depend on the source
-    HUB_DOCS["_bbh"] = {"hub": {"path": "lukaemon/bbh", "name": subtask, "split": "test"},
-                        "docs": [{"row": d} for d in local.docs[:3]]}
+    HUB_DOCS["_bbh"] = {"hub": request, "docs": [{"row": d} for d in local.docs[:3]]}
     try:
         from_hub = load_split(task, "test")
     finally:
         del HUB_DOCS["_bbh"]
+    assert hub == [_hub_request(**request)]
     assert from_hub.docs == local.docs[:3] and from_hub.sha256 != local.sha256
+    assert from_hub.origin == f"hub:lukaemon/bbh@{request['revision']} split test ({subtask}/test/*.parquet)"
     for prompt in task.prompts:
         renderer = PromptRenderer(task, prompt)
         assert [renderer.render(d, i) for i, d in enumerate(from_hub.docs)] == \

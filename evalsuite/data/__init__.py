@@ -1,10 +1,12 @@
-"""Data: a task's logical split -> a sequence of documents (plain dicts in the hub dataset's schema).
+"""Data: a task's logical split -> a sequence of documents (plain dicts).
 
-Raw files in a data directory are read by one parser per format (:mod:`evalsuite.data.formats`), which
-emit the same schema as the task's Hugging Face dataset, so one template serves both sources. Generated
-tasks draw their items from a seed (:mod:`evalsuite.data.generators`), whatever the data directory; their
-documents are made afresh on each pass (:class:`GeneratedDocs`), so a split of any size takes no memory. A
-task's ``filter`` expression is applied to every loaded split.
+Files are read by the reader registered for their format (:mod:`evalsuite.data.formats`: the ``datasets``
+library's builders for JSON Lines, JSON, CSV/TSV and Parquet, a parser for each raw benchmark format), hub
+datasets by ``datasets.load_dataset``; a source's ``fields`` map and a split's selection then make the
+documents (:mod:`evalsuite.data.documents`). Generated tasks draw their items from a seed
+(:mod:`evalsuite.data.generators`), whatever the data directory; their documents are made afresh on each pass
+(:class:`GeneratedDocs`), so a split of any size takes no memory. A task's ``filter`` expression is applied to
+every loaded split.
 """
 
 from __future__ import annotations
@@ -91,62 +93,119 @@ def load_split(task: TaskSpec, split: str, data_dir: Path | None = None, data_se
     """Documents of ``split`` (a logical split name of the task).
 
     A ``generated`` source draws its items from the split's seed, or from ``data_seed`` when given (a
-    fresh, never-seen test set). With a data directory and a ``local`` source, the raw files are read from
-    it; otherwise the hub dataset is loaded with ``datasets.load_dataset``. Documents failing the task's
-    ``filter`` are dropped.
+    fresh, never-seen test set). A ``local`` source is read when a data directory is given or the task has no
+    hub source: from the data directory or, for a task file of the user's, its own folder. Otherwise the hub
+    dataset is loaded with ``datasets.load_dataset``. Documents failing the task's ``filter`` are dropped.
     """
     if task.generated is not None:
         return _load_generated(task, split, data_seed)
-    if data_dir is not None and task.local is not None:
-        return _filtered(task, _load_local(task, split, Path(data_dir)))
+    if task.local is not None and (data_dir is not None or task.hub is None):
+        return _filtered(task, _load_local(task, split, None if data_dir is None else Path(data_dir)))
     if task.hub is not None:
         return _filtered(task, _load_hub(task, split))
-    raise DataError(
-        f"task '{task.name}' ({task.path}) only has local files: pass --data-dir or set {DATA_DIR_ENV} "
-        "to the folder that holds them"
-    )
+    raise DataError(f"task '{task.name}' ({task.path}) has no data source")
 
 
-def _load_local(task: TaskSpec, split: str, data_dir: Path) -> Split:
+def _is_builtin(task: TaskSpec) -> bool:
+    from evalsuite.spec import builtin_dirs
+
+    return task.path.resolve().is_relative_to(builtin_dirs()[0].resolve())
+
+
+def _data_folders(task: TaskSpec, data_dir: Path | None) -> list[tuple[Path, str]]:
+    """The folders a task's local files are looked for in, in order, each with how errors name it."""
+    folders = []
+    if data_dir is not None:
+        if not data_dir.is_dir():
+            raise DataError(f"data directory {data_dir} does not exist: fix --data-dir or {DATA_DIR_ENV}")
+        folders.append((data_dir, "the data directory"))
+    if not _is_builtin(task):  # a user's task file may keep its data beside it
+        folders.append((task.path.parent, "the task file's folder"))
+    if not folders:
+        raise DataError(
+            f"task '{task.name}' ({task.path}) only has local files: pass --data-dir or set {DATA_DIR_ENV} "
+            "to the folder that holds them"
+        )
+    return folders
+
+
+def _find_file(task: TaskSpec, split: str, name: str, data_dir: Path | None) -> Path:
+    """The file ``name`` of a local split, links followed, in the first folder that has it; never outside one."""
+    field = f"source.local.splits.{split}"
+    folders = _data_folders(task, data_dir)
+    for folder, what in folders:
+        path = sandbox.inside(folder, name)
+        if path is None:
+            raise DataError(f"{task.path}: field '{field}': {sandbox.shown(name)} leads outside {what} {folder} "
+                            "(links followed): name a file inside it, relative to it")
+        try:
+            if path.exists():
+                return path
+        except OSError as exc:  # e.g. a name too long for the file system
+            raise DataError(f"{task.path}: field '{field}': {sandbox.shown(name)}: cannot read file: "
+                            f"{exc.strerror}") from None
+    searched = " or ".join(f"{what} {folder}" for folder, what in folders)
+    raise DataError(f"{task.path}: field '{field}': data file {sandbox.shown(name)} not found in {searched} "
+                    f"(set --data-dir or {DATA_DIR_ENV} to the folder holding it)")
+
+
+def _load_local(task: TaskSpec, split: str, data_dir: Path | None) -> Split:
+    from evalsuite.data.documents import lay_out, select
     from evalsuite.data.formats import parse
 
     local = task.local
     spec = local.splits[split]
-    path = data_dir / spec.file
-    if not data_dir.is_dir():
-        raise DataError(f"data directory {data_dir} does not exist: fix --data-dir or {DATA_DIR_ENV}")
-    if sandbox.inside(data_dir, spec.file) is None:
-        raise DataError(
-            f"{task.path}: field 'source.local.splits.{split}': {sandbox.shown(spec.file)} leads outside the data "
-            f"directory {data_dir} (links followed): name a file inside it, relative to it"
-        )
-    docs = parse(local.format, path, **spec.options)
+    path = _find_file(task, split, spec.file, data_dir)
+    origin = f"local:{local.format}:{spec.file}"
+    docs = lay_out(task.path, "source.local.fields", local.fields, parse(local.format, path, **{**local.options, **spec.options}), origin)
+    docs, origin = select(task.path, f"source.local.splits.{split}", spec.selection, docs, origin)
     if not docs:
-        raise DataError(f"{path}: split '{split}' of task '{task.name}' has no documents")
-    return Split(task.name, split, docs, f"local:{local.format}:{spec.file}", content_hash(docs))
+        raise DataError(f"{path}: split '{split}' of task '{task.name}' has no documents ({origin})")
+    return Split(task.name, split, docs, origin, content_hash(docs))
+
+
+def hub_arguments(task: TaskSpec, split: str) -> dict[str, Any]:
+    """The keyword arguments of ``datasets.load_dataset`` that load the hub split behind logical ``split``."""
+    hub = task.hub
+    hub_split = hub.splits[split]
+    arguments: dict[str, Any] = {"path": hub.path, "name": hub.name, "split": hub_split, "revision": hub.revision}
+    if hub.data_files is not None:  # only this split's files: the others are not downloaded
+        arguments["data_files"] = {hub_split: list(hub.data_files[hub_split])}
+    return arguments
 
 
 def _load_hub(task: TaskSpec, split: str) -> Split:
+    from evalsuite.data.documents import lay_out, select
+
     hub = task.hub
-    hub_split = hub.splits[split]
-    label = hub.path + (f"/{hub.name}" if hub.name else "") + f" split {hub_split}"
+    arguments = hub_arguments(task, split)
+    label = (hub.path + (f"/{hub.name}" if hub.name else "") + (f"@{hub.revision}" if hub.revision else "")
+             + f" split {arguments['split']}")
+    if "data_files" in arguments:
+        label += f" ({', '.join(arguments['data_files'][arguments['split']])})"
     if Path(hub.path).exists():  # load_dataset reads a local folder of that name before asking the hub
         raise DataError(f"{task.path}: field 'source.hub.path': {hub.path!r} is a local folder here "
                         f"({Path(hub.path).resolve()}), not the hub dataset: put local files under source.local")
     try:
         import datasets
 
-        dataset = datasets.load_dataset(hub.path, hub.name, split=hub_split, revision=hub.revision)
-        docs = [dict(row) for row in dataset]
+        rows = [dict(row) for row in datasets.load_dataset(**arguments)]
     except Exception as exc:  # noqa: BLE001 - any hub failure gets one message with the way out
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         hint = f" or pass --data-dir (or set {DATA_DIR_ENV}) to read its raw files" if task.local else ""
+        gated = (f". The dataset is gated: accept its terms at https://huggingface.co/datasets/{hub.path} while "
+                 "logged in, then log in here with 'huggingface-cli login' (or set HF_TOKEN)") if hub.gated else ""
         raise DataError(
-            f"task '{task.name}': cannot load hub dataset {label}: {reason}. Check the network{hint}"
+            f"task '{task.name}': cannot load hub dataset {label}: {reason}{gated}. Check the network{hint}"
         ) from None
-    if not docs:
+    if not rows:
         raise DataError(f"task '{task.name}': hub dataset {label} is empty")
-    return Split(task.name, split, docs, f"hub:{label}", content_hash(docs))
+    origin = f"hub:{label}"
+    docs = lay_out(task.path, "source.hub.fields", hub.fields, rows, origin)
+    docs, origin = select(task.path, f"source.hub.splits.{split}", hub.selections.get(split), docs, origin)
+    if not docs:
+        raise DataError(f"task '{task.name}': split '{split}' has no documents ({origin})")
+    return Split(task.name, split, docs, origin, content_hash(docs))
 
 
 def _load_generated(task: TaskSpec, split: str, data_seed: int | None) -> Split:

@@ -1,20 +1,24 @@
-"""Parsers for the raw benchmark files, one per file format, each registered under the format's name
+"""Readers of data files, one per file format, each registered under the format's name
 (:func:`register_format`; a task file names it as ``source.local.format``).
 
-Each parser turns one raw file into a list of plain dict documents (JSON-serialisable, in file
-order) laid out like the corresponding Hugging Face hub dataset, so one prompt template works on
-documents from either source. Every failure is raised as :class:`DataError` naming the file and,
-where possible, the line or item at fault.
+Generic formats (``jsonl``, ``json``, ``csv``, ``tsv``, ``parquet``) are read by the ``datasets`` library's
+own builders, row by row as they are. The raw benchmark formats that ``datasets`` cannot read (COPA's and
+RTE's XML, LogiQA's text blocks, PIQA's questions with labels in a second file, LogicNLI's theories holding
+many statements, FOLIO's files whose columns differ from file to file) have a parser each, which emits the
+layout of the task's Hugging Face hub dataset, so one prompt template works on documents from either source.
+
+A reader returns plain dict documents (JSON-serialisable, in file order). Every failure is raised as
+:class:`DataError` naming the file and, where possible, the line or item at fault.
 """
 
 from __future__ import annotations
 
 import csv
 import inspect
-import io
 import json
 import math
 import re
+import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -127,27 +131,6 @@ def _jsonl(path: Path) -> Iterator[tuple[str, Any]]:
             yield where, obj
 
 
-def _tsv(path: Path, columns: int, header: bool, at_least: bool = False) -> Iterator[tuple[str, list[str]]]:
-    """('line N', fields) for each data row of a tab-separated file read with csv.QUOTE_NONE."""
-    reader = csv.reader(io.StringIO(_read_text(path), newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
-    first = True
-    while True:
-        with _at(path, f"line {reader.line_num + 1}"):
-            row = next(reader, None)
-        if row is None:
-            return
-        if first and header:
-            first = False
-            continue
-        if not row or row == [""]:
-            continue
-        where = f"line {reader.line_num}"
-        if len(row) < columns or (len(row) != columns and not at_least):
-            expected = f"at least {columns}" if at_least else str(columns)
-            raise DataError(f"{path}: {where}: expected {expected} tab-separated columns, got {len(row)}")
-        yield where, row
-
-
 def _xml_root(path: Path, tag: str) -> ET.Element:
     try:
         root = ET.parse(path).getroot()
@@ -177,6 +160,108 @@ def _xml_items(path: Path, root: ET.Element, tag: str) -> Iterator[tuple[str, ET
     for number, elem in enumerate(root.iter(tag), start=1):
         ident = elem.get("id")
         yield (f"<{tag}> #{number}" if ident is None else f"<{tag} id={ident!r}>"), elem
+
+
+# --------------------------------------------------------------------------- generic formats
+
+GENERIC_FORMATS = ("jsonl", "json", "csv", "tsv", "parquet")  # read by the datasets library's builders
+
+
+@contextmanager
+def _quiet_progress(datasets: Any) -> Iterator[None]:
+    """No progress bars while a local file is read (it takes a moment, and they would clutter a run's output)."""
+    was_disabled = datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            datasets.enable_progress_bars()
+
+
+def _innermost(exc: BaseException) -> str:
+    """The first line of the deepest cause: datasets wraps a reader's error in its own."""
+    while exc.__cause__ is not None or (exc.__context__ is not None and not exc.__suppress_context__):
+        exc = exc.__cause__ or exc.__context__
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def read_with_datasets(builder: str, path: Path, what: str, **config: Any) -> list[dict]:
+    """Every row of ``path`` read by the ``datasets`` builder ``builder`` (json, csv, parquet), in file order.
+
+    The builder's cache goes to a temporary folder deleted afterwards: nothing is written beside the data (or
+    into the user's cache), and a file edited in place is always read afresh. Works offline.
+    """
+    import datasets
+
+    with tempfile.TemporaryDirectory(prefix="evalsuite-read-") as cache, _quiet_progress(datasets):
+        try:
+            dataset = datasets.load_dataset(builder, data_files={"rows": [str(path)]}, split="rows",
+                                            cache_dir=cache, **config)
+            return dataset.to_list()
+        except Exception as exc:  # noqa: BLE001 - whatever the builder raises, one message naming the file
+            raise DataError(f"{path}: cannot be read as {what}: {_innermost(exc)}") from None
+
+
+def _first_character(path: Path) -> str:
+    """The file's first character that is not white space (a byte-order mark skipped), or ''."""
+    with open(path, "rb") as handle:
+        head = handle.read(4096).decode("utf-8-sig", errors="replace").lstrip()
+    return head[:1]
+
+
+@register_format("jsonl")
+def read_jsonl(path: Path) -> list[dict]:
+    """JSON Lines: one JSON object per line, each a document as it is."""
+    if _first_character(path) not in ("{", ""):
+        raise DataError(f"{path}: not JSON Lines (one object per line): for a JSON list use format json")
+    return read_with_datasets("json", path, "JSON Lines")
+
+
+@register_format("json")
+def read_json(path: Path, *, field: str | None = None) -> list[dict]:
+    """A JSON list of objects, or (``field``) the list under that key of a JSON object."""
+    if field is None and _first_character(path) != "[":
+        raise DataError(f"{path}: not a JSON list of objects: name the key of the list with the option 'field' "
+                        "(e.g. {file: ..., field: examples}), or use format jsonl for one object per line")
+    return read_with_datasets("json", path, "JSON" + (f" (the list under {field!r})" if field else ""),
+                              **({"field": field} if field is not None else {}))
+
+
+_QUOTING = {"minimal": csv.QUOTE_MINIMAL, "none": csv.QUOTE_NONE}
+
+
+def _read_table(path: Path, separator: str, what: str, column_names: list[str] | None, quoting: str) -> list[dict]:
+    if quoting not in _QUOTING:
+        raise DataError(f"option quoting must be one of {', '.join(_QUOTING)}; got {quoting!r}")
+    if column_names is not None and (not isinstance(column_names, list) or not column_names
+                                     or not all(isinstance(n, str) for n in column_names)):
+        raise DataError(f"option column_names must be a list of column names; got {column_names!r}")
+    named = {} if column_names is None else {"column_names": column_names,
+                                             "usecols": list(range(len(column_names)))}
+    # Text stays text ("NA", "None", "null" are words); an empty cell is a missing value (null).
+    return read_with_datasets("csv", path, what, sep=separator, quoting=_QUOTING[quoting], keep_default_na=False,
+                              na_values=[""], **named)
+
+
+@register_format("csv")
+def read_csv(path: Path, *, column_names: list[str] | None = None, quoting: str = "minimal") -> list[dict]:
+    """Comma-separated values with a header row (or ``column_names``, for a file without one: the columns after
+    those named are left out); ``quoting: none`` reads quote marks as text. Numbers become numbers."""
+    return _read_table(path, ",", "CSV", column_names, quoting)
+
+
+@register_format("tsv")
+def read_tsv(path: Path, *, column_names: list[str] | None = None, quoting: str = "minimal") -> list[dict]:
+    """Tab-separated values, as ``csv``."""
+    return _read_table(path, "\t", "TSV", column_names, quoting)
+
+
+@register_format("parquet")
+def read_parquet(path: Path) -> list[dict]:
+    """A Parquet file, each row a document."""
+    return read_with_datasets("parquet", path, "Parquet")
 
 
 # --------------------------------------------------------------------------- parsers
@@ -240,33 +325,6 @@ def parse_piqa_jsonl(path: Path) -> list[dict]:
         raise DataError(f"{path}: {len(docs)} questions but {labels_path.name} has {len(labels)} labels")
     for doc, label in zip(docs, labels):
         doc["label"] = label
-    return docs
-
-
-@register_format("commonsenseqa_jsonl")
-def parse_commonsenseqa_jsonl(path: Path) -> list[dict]:
-    """CommonsenseQA JSONL {answerKey, id, question{stem, question_concept, choices[{label, text}]}}.
-
-    Output mirrors tau/commonsense_qa (choices as {"label": [...], "text": [...]}).
-
-    A missing answerKey (unlabelled test split) becomes "" as on the hub.
-    """
-    docs = []
-    for where, obj in _jsonl(path):
-        with _at(path, where):
-            question = _field(obj, "question", dict)
-            choices = _field(question, "choices", list)
-            answer = obj.get("answerKey", "")
-            if not isinstance(answer, str):
-                raise TypeError(f"field 'answerKey' should be str, got {type(answer).__name__}")
-            docs.append({
-                "id": _field(obj, "id"),
-                "question": _field(question, "stem"),
-                "question_concept": _field(question, "question_concept"),
-                "choices": {"label": [_field(c, "label") for c in choices],
-                            "text": [_field(c, "text") for c in choices]},
-                "answerKey": answer,
-            })
     return docs
 
 
@@ -370,57 +428,6 @@ def parse_rte_xml(path: Path) -> list[dict]:
     return docs
 
 
-@register_format("mrpc_tsv")
-def parse_mrpc_tsv(path: Path) -> list[dict]:
-    """MRPC TSV (header 'Quality #1 ID #2 ID #1 String #2 String', BOM, no quoting), as nyu-mll/glue mrpc.
-
-    ``idx`` is the 0-based data row number; label 1 = equivalent (Quality 1).
-    """
-    docs = []
-    for idx, (where, row) in enumerate(_tsv(path, 5, header=True)):
-        with _at(path, where):
-            label = _label(row[0], {"0": 0, "1": 1}, "Quality")
-            docs.append({"idx": idx, "sentence1": row[3], "sentence2": row[4], "label": label})
-    return docs
-
-
-@register_format("stsb_csv")
-def parse_stsb_csv(path: Path) -> list[dict]:
-    """STS Benchmark release (tab-separated, no header: genre, file, years, id, score, s1, s2[, sources...]).
-
-    Output mirrors nyu-mll/glue stsb, plus ``genre``. Only the first 7 columns are used; ``idx`` is
-    the 0-based row number (the raw id column repeats); ``label`` is the 0-5 similarity score.
-    """
-    docs = []
-    for idx, (where, row) in enumerate(_tsv(path, 7, header=False, at_least=True)):
-        with _at(path, where):
-            score = _number(row[4], float, "score")
-            if not 0.0 <= score <= 5.0:
-                raise ValueError(f"score {score} outside 0-5")
-            docs.append({"idx": idx, "sentence1": row[5], "sentence2": row[6], "label": score, "genre": row[0]})
-    return docs
-
-
-@register_format("sick_tsv")
-def parse_sick_tsv(path: Path) -> list[dict]:
-    """SICK TSV (header pair_ID, sentence_A, sentence_B, relatedness_score, entailment_judgment), as the hub's sick.
-
-    label 0 = entailment, 1 = neutral, 2 = contradiction.
-    """
-    labels = {"ENTAILMENT": 0, "NEUTRAL": 1, "CONTRADICTION": 2}
-    docs = []
-    for where, row in _tsv(path, 5, header=True):
-        with _at(path, where):
-            docs.append({
-                "pair_ID": _number(row[0], int, "pair_ID"),
-                "sentence_A": row[1],
-                "sentence_B": row[2],
-                "relatedness_score": _number(row[3], float, "relatedness_score"),
-                "label": _label(row[4], labels, "entailment_judgment"),
-            })
-    return docs
-
-
 _LOGICNLI_LABELS = {name: name for name in ("entailment", "contradiction", "self_contradiction", "neutral")}
 
 
@@ -445,18 +452,6 @@ def parse_logicnli_json(path: Path) -> list[dict]:
             for number, (statement, label) in enumerate(zip(statements, labels)):
                 docs.append({"id": f"{key}_{number}", "facts": list(facts), "rules": list(rules),
                              "statement": statement, "label": _label(label, _LOGICNLI_LABELS)})
-    return docs
-
-
-@register_format("bbh_json")
-def parse_bbh_json(path: Path) -> list[dict]:
-    """BIG-Bench Hard task file {"canary", "examples": [{"input", "target"}]}, as lukaemon/bbh."""
-    with _at(path, "top level"):
-        examples = _field(json.loads(_read_text(path)), "examples", list)
-    docs = []
-    for number, example in enumerate(examples):
-        with _at(path, f"example {number}"):
-            docs.append({"input": _field(example, "input"), "target": _field(example, "target")})
     return docs
 
 

@@ -37,19 +37,6 @@ class Instance:
     messages: tuple[Message, ...] = ()
 
 
-def _require_defined(value: Any) -> None:
-    """An expression gives ``Undefined`` (not an error) for a missing name or key; fail now, not when it is used."""
-    if isinstance(value, jinja2.Undefined):
-        str(value)  # StrictUndefined raises UndefinedError naming what is missing
-        raise jinja2.UndefinedError("the expression gave an undefined value")
-    if isinstance(value, (list, tuple)):
-        for item in value:
-            _require_defined(item)
-    elif isinstance(value, dict):
-        for item in value.values():
-            _require_defined(item)
-
-
 def _template_line(exc: BaseException, filename: str) -> int | None:
     """The line of ``filename`` where a render error happened (Jinja keeps it in the traceback)."""
     line, tb = None, exc.__traceback__
@@ -99,7 +86,7 @@ class PromptRenderer:
         function, field, owner = compiled
         try:
             value = function(**doc)
-            _require_defined(value)
+            sandbox.require_defined(value)
             return value
         except Exception as exc:  # noqa: BLE001 - every template failure becomes one clear message
             raise TemplateError(

@@ -1,16 +1,50 @@
 """Task specifications: what to evaluate, read from ``tasks/**/*.yaml``.
 
-A task names its data (a Hugging Face hub dataset and/or raw files in a data directory, or items made by
-a generator from a seed), which logical
-split is evaluated and which one few-shot examples come from, the answer space (Jinja expressions over a
-document), its prompt variants (``prompts/<task>/<variant>.jinja``) and its metrics.
+A task names its data, which logical split is evaluated and which one few-shot examples come from, the answer
+space (Jinja expressions over a document), its prompt variants (``prompts/<task>/<variant>.jinja``) and its
+metrics. Its ``source`` is one or more of:
+
+- ``local``: files read with a ``format``. ``jsonl``, ``json`` (a list of objects; option ``field``: the list
+  under that key of an object), ``csv``, ``tsv`` (options ``column_names``, for a file without a header row,
+  and ``quoting: none``, for quotes that are text) and ``parquet`` are read by the ``datasets`` library's
+  builders; the raw benchmark formats (``copa_xml``, ``logiqa_txt``, ...) by the parsers of
+  :mod:`evalsuite.data.formats`. ``splits`` maps each logical split to a file (or ``{file: ..., option: ...}``),
+  relative to the data directory or, for a task file of the user's, to the task file's own folder, and
+  never outside them (links are followed before that is checked)::
+
+      source:
+        local:
+          format: jsonl
+          splits: {test: questions.jsonl}
+
+- ``hub``: ``datasets.load_dataset(path, name, split=..., revision=...)`` on the Hugging Face hub. ``splits``
+  maps logical split -> hub split; ``revision`` (a commit, or a branch such as ``refs/convert/parquet``) pins
+  the data and is recorded in the results; ``data_files`` (hub split -> a file or glob, or a list of them,
+  inside the repository) reads files of the repository directly, as lm-evaluation-harness's
+  ``dataset_kwargs: {data_files: ...}``; ``gated: true`` says that the dataset's terms must be accepted on its
+  hub page first (shown by ``evalsuite tasks``).
+- ``generated``: items made by a generator from a seed (:mod:`evalsuite.data.generators`).
+
+A ``local`` or ``hub`` source may give ``fields``: the documents' fields, each a Jinja expression over a row
+read (a column by its name, ``row['name with spaces']``, the row's 0-based position ``row_index``). A document
+then has exactly those fields, so files in another layout (a hub mirror, a raw file) serve the same templates.
+
+**Carving splits from one file.** A split entry (local ``{file: ...}``, or hub ``{split: ...}``) may keep part
+of what it reads: ``first: N``; ``rows: [start, stop]`` (0-based, ``stop`` excluded, ``null`` for the end);
+``fraction: [a, b]`` (rows ``floor(a*n)`` to ``floor(b*n)`` of the ``n`` read); with ``seed: S`` the rows are
+first put in a seeded order (by the SHA-256 of ``"S:<row number>"``, the same on every machine), so splits
+with the same seed and disjoint ranges are disjoint; or ``where``, a Jinja condition on the document (an id
+range: ``where: "401 <= idx <= 500"``). The selection is part of the split's recorded origin::
+
+      splits:
+        fewshot: {file: questions.jsonl, first: 5}
+        test: {file: questions.jsonl, rows: [5, null]}
 
 Two optional keys serve particular datasets: ``filter`` (a Jinja boolean expression; documents for which it
 is false are dropped when a split is loaded, e.g. SNLI's unlabelled ``label == -1`` pairs) and ``graded``
 (for similarity ratings: ``values``, the numeric value of each choice, and ``gold``, the document's graded
-score; the pipeline then predicts a score per document, see :mod:`evalsuite.scoring.metrics`).
-document), its prompt variants (``prompts/<task>/<variant>.jinja``) and its metrics. Optional ``inputs``
-(one or two Jinja expressions) give the text or text pair an encoder classifies when fine-tuned on the task.
+score; the pipeline then predicts a score per document, see :mod:`evalsuite.scoring.metrics`). Optional
+``inputs`` (one or two Jinja expressions) give the text or text pair an encoder classifies when fine-tuned.
 """
 
 from __future__ import annotations
@@ -34,29 +68,63 @@ _HUB_ID = re.compile(r"^(?!.*\.\.)[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,9
 
 
 @dataclass(frozen=True)
+class Selection:
+    """The part of the rows read for a split that it keeps: ``rows`` [start, stop) (``first: N`` is [0, N)) or a
+    ``fraction`` [a, b) of them, in file order or, with a ``seed``, in the seeded order; or the documents for
+    which the Jinja condition ``where`` is true."""
+
+    rows: tuple[int, int | None] | None = None
+    fraction: tuple[float, float] | None = None
+    seed: int | None = None
+    where: str | None = None
+
+    def __str__(self) -> str:
+        """As recorded in a split's origin, e.g. ``rows 0:5``, ``fraction 0.8:1 seed 7``, ``where '1 <= idx'``."""
+        if self.where is not None:
+            return f"where {self.where!r}"
+        if self.rows is not None:
+            start, stop = self.rows
+            part = f"rows {start}:{'' if stop is None else stop}"
+        else:
+            part = "fraction {:g}:{:g}".format(*self.fraction)
+        return part + ("" if self.seed is None else f" seed {self.seed}")
+
+
+@dataclass(frozen=True)
 class HubSource:
-    """``datasets.load_dataset(path, name, revision=...)``; ``splits`` maps logical split -> hub split."""
+    """``datasets.load_dataset(path, name, split=..., revision=..., data_files=...)``; ``splits`` maps logical
+    split -> hub split, ``data_files`` hub split -> files of the repository; ``fields`` (field -> Jinja
+    expression over a row) lays the rows out as documents; ``gated``: its terms must be accepted on the hub."""
 
     path: str
     name: str | None
     revision: str | None
     splits: dict[str, str]
+    data_files: dict[str, tuple[str, ...]] | None = None
+    fields: dict[str, str] | None = None
+    gated: bool = False
+    selections: dict[str, Selection] = field(default_factory=dict)  # logical split -> the part of it kept
 
 
 @dataclass(frozen=True)
 class LocalSplit:
-    """One raw file (relative to the data directory) and options for its format's parser."""
+    """One file (relative to the data directory or the task file's folder), options for its format's reader,
+    and the part of its rows kept."""
 
     file: str
     options: dict[str, Any] = field(default_factory=dict)
+    selection: Selection | None = None
 
 
 @dataclass(frozen=True)
 class LocalSource:
-    """Raw files in a data directory, read by the parser registered for ``format``."""
+    """Files read by the reader registered for ``format`` with ``options``; ``fields`` (field -> Jinja
+    expression over a row) lays the rows out as documents."""
 
     format: str
     splits: dict[str, LocalSplit]
+    fields: dict[str, str] | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # for every split's file (a split's own win)
 
 
 @dataclass(frozen=True)
@@ -126,7 +194,8 @@ class TaskSpec:
     def source_names(self) -> str:
         parts = []
         if self.hub:
-            parts.append(f"hub:{self.hub.path}" + (f"/{self.hub.name}" if self.hub.name else ""))
+            parts.append(f"hub:{self.hub.path}" + (f"/{self.hub.name}" if self.hub.name else "")
+                         + (" (gated)" if self.hub.gated else ""))
         if self.local:
             parts.append(f"local:{self.local.format}")
         if self.generated:
@@ -161,18 +230,42 @@ def _check_expression(fields: Fields, key: str, value: str) -> str:
 def _hub(fields: Fields | None) -> HubSource | None:
     if fields is None:
         return None
-    splits = fields.sub("splits")
+    splits_fields = fields.sub("splits")
     path = fields.get("path", str)
     if not _HUB_ID.match(path):  # load_dataset would read a local folder: local files belong under 'local'
         raise fields.error("path", f"{shown(path)} is not a hub dataset id such as owner/name; "
                                    "put local files under source.local")
+    splits, selections = {}, {}
+    for key in list(splits_fields.data):
+        raw = splits_fields.get(key, (str, dict))
+        if isinstance(raw, str):
+            splits[key] = raw
+            continue
+        entry = Fields(raw, fields.path, splits_fields.field(key))
+        splits[key] = entry.get("split", str)
+        selections[key] = _selection(entry, required=True)
+        entry.finish()
+    data_files = None
+    if (files := fields.sub("data_files", None)) is not None:
+        data_files = {split: files.strings(split) for split in list(files.data)}
+        if any(not patterns for patterns in data_files.values()):
+            raise fields.error("data_files", "every hub split needs at least one file")
+        for key, split in splits.items():
+            if split not in data_files:
+                raise splits_fields.error(key, f"hub split {shown(split)} has no files under source.hub.data_files")
     hub = HubSource(
         path=path,
         name=fields.get("name", str, None),
         revision=fields.get("revision", str, None),
-        splits={k: splits.get(k, str) for k in list(splits.data)},
+        splits=splits,
+        data_files=data_files,
+        fields=_field_map(fields),
+        gated=fields.get("gated", bool, False),
+        selections=selections,
     )
-    splits.finish()
+    if hub.name is not None and data_files is not None:
+        raise fields.error("data_files", "cannot be combined with 'name': the files are the configuration")
+    _check_disjoint(splits_fields, {k: (splits[k], sel) for k, sel in selections.items()})
     fields.finish()
     return hub
 
@@ -187,16 +280,92 @@ def _local(fields: Fields | None) -> LocalSource | None:
         if isinstance(raw, str):
             splits[key] = LocalSplit(file=raw)
         else:
-            split = Fields(raw, fields.path, splits_fields.field(key))
-            file = split.get("file", str)
-            splits[key] = LocalSplit(file=file, options={k: v for k, v in raw.items() if k != "file"})
+            entry = Fields(raw, fields.path, splits_fields.field(key))
+            file = entry.get("file", str)
+            selection = _selection(entry, required=False)
+            options = {k: v for k, v in raw.items() if k != "file" and k not in _SELECTION_KEYS}
+            splits[key] = LocalSplit(file=file, options=options, selection=selection)
         name = PurePath(splits[key].file)
         if name.is_absolute() or ".." in name.parts:  # links that lead out are refused when the data is read
-            raise splits_fields.error(key, f"{shown(str(name))} must name a file inside the data directory, "
-                                           "relative to it (no absolute path, no '..')")
-    local = LocalSource(format=fields.get("format", str), splits=splits)
+            raise splits_fields.error(key, f"{shown(str(name))} must name a file inside the data directory (or the "
+                                           "task file's folder), relative to it (no absolute path, no '..')")
+    _check_disjoint(splits_fields, {k: (s.file, s.selection) for k, s in splits.items() if s.selection})
+    local = LocalSource(format=fields.get("format", str), splits=splits, fields=_field_map(fields),
+                        options=dict(fields.get("options", dict, {})))
     fields.finish()
     return local
+
+
+_SELECTION_KEYS = ("first", "rows", "fraction", "seed", "where")
+
+
+def _selection(entry: Fields, required: bool) -> Selection | None:
+    """The part of a split's rows named by ``first``, ``rows``, ``fraction`` (with an optional ``seed``) or
+    ``where``; None when the entry names none (an error when ``required``)."""
+    given = [key for key in ("first", "rows", "fraction", "where") if entry.data.get(key) is not None]
+    entry.used.update(_SELECTION_KEYS)
+    if len(given) > 1:
+        raise entry.error(given[1], f"cannot be combined with '{given[0]}': give one of first, rows, fraction, where")
+    seed = entry.get("seed", int, None)
+    if not given:
+        if seed is not None:
+            raise entry.error("seed", "orders the rows for 'first', 'rows' or 'fraction': give one of them")
+        if required:
+            raise entry.error("split", "with no first, rows, fraction or where, write the hub split name alone")
+        return None
+    kind = given[0]
+    if kind == "where":
+        if seed is not None:
+            raise entry.error("seed", "has no effect with 'where': leave it out")
+        return Selection(where=_check_expression(entry, "where", entry.get("where", str)))
+    if kind == "first":
+        first = entry.get("first", int)
+        if first < 1:
+            raise entry.error("first", f"must be at least 1, got {first}")
+        return Selection(rows=(0, first), seed=seed)
+    bounds = entry.get(kind, list)
+    if kind == "rows":
+        ok = (len(bounds) == 2 and type(bounds[0]) is int and (bounds[1] is None or type(bounds[1]) is int)
+              and 0 <= bounds[0] and (bounds[1] is None or bounds[0] < bounds[1]))
+        if not ok:
+            raise entry.error("rows", f"must be [start, stop], 0 <= start < stop (stop excluded, null for the end); "
+                                      f"got {shown(bounds)}")
+        return Selection(rows=(bounds[0], bounds[1]), seed=seed)
+    ok = (len(bounds) == 2 and all(type(b) in (int, float) for b in bounds)
+          and 0 <= bounds[0] < bounds[1] <= 1)
+    if not ok:
+        raise entry.error("fraction", f"must be [a, b] with 0 <= a < b <= 1; got {shown(bounds)}")
+    return Selection(fraction=(float(bounds[0]), float(bounds[1])), seed=seed)
+
+
+def _check_disjoint(splits: Fields, carved: dict[str, tuple[str, Selection | None]]) -> None:
+    """Two splits carved from the same file (or hub split) in the same order must not share rows: a few-shot
+    example that is also evaluated would leak its answer."""
+    ranges = [(key, source, sel) for key, (source, sel) in carved.items() if sel is not None and sel.where is None]
+    for i, (key_a, source_a, a) in enumerate(ranges):
+        for key_b, source_b, b in ranges[i + 1:]:
+            if source_a != source_b or a.seed != b.seed or (a.rows is None) != (b.rows is None):
+                continue
+            lo_a, hi_a = a.rows or a.fraction
+            lo_b, hi_b = b.rows or b.fraction
+            if (hi_a is None or lo_b < hi_a) and (hi_b is None or lo_a < hi_b):
+                raise splits.error(key_b, f"shares rows with split '{key_a}' ({a} and {b} of {shown(source_a)}): "
+                                          "carve disjoint parts")
+
+
+def _field_map(fields: Fields) -> dict[str, str] | None:
+    """``fields``: each document field and the Jinja expression over a row that gives it."""
+    mapping = fields.sub("fields", None)
+    if mapping is None:
+        return None
+    result = {}
+    for key in list(mapping.data):
+        if not isinstance(key, str):
+            raise mapping.error(str(key), "a field name must be text")
+        result[key] = _check_expression(mapping, key, mapping.get(key, str))
+    if not result:
+        raise fields.error("fields", "names no field: leave it out to keep the rows as they are")
+    return result
 
 
 def _generated(fields: Fields | None) -> GeneratedSource | None:
