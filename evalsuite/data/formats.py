@@ -14,6 +14,7 @@ A reader returns plain dict documents (JSON-serialisable, in file order). Every 
 from __future__ import annotations
 
 import csv
+import glob
 import inspect
 import json
 import math
@@ -197,7 +198,8 @@ def read_with_datasets(builder: str, path: Path, what: str, **config: Any) -> li
 
     with tempfile.TemporaryDirectory(prefix="evalsuite-read-") as cache, _quiet_progress(datasets):
         try:
-            dataset = datasets.load_dataset(builder, data_files={"rows": [str(path)]}, split="rows",
+            # datasets reads data_files as glob patterns: escaped, "q[1].jsonl" is that file and not "q1.jsonl"
+            dataset = datasets.load_dataset(builder, data_files={"rows": [glob.escape(str(path))]}, split="rows",
                                             cache_dir=cache, **config)
             return dataset.to_list()
         except Exception as exc:  # noqa: BLE001 - whatever the builder raises, one message naming the file
