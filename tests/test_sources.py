@@ -146,9 +146,11 @@ def test_the_same_rows_from_every_format_give_the_same_content_hash(folders):
 
 
 @pytest.mark.parametrize("fmt, name, content, message", [
-    ("jsonl", "bad.jsonl", '{"question": "q", "answer": 1}\n{"question": "q2", "answer":\n', "bad.jsonl: cannot be read as JSON Lines"),
+    ("jsonl", "bad.jsonl", '{"question": "q", "answer": 1}\n{"question": "q2", "answer":\n',
+     "bad.jsonl: cannot be read as JSON Lines"),
     ("jsonl", "list.jsonl", json.dumps(ROWS), "not JSON Lines (one object per line): for a JSON list use format json"),
-    ("json", "object.json", json.dumps({"questions": ROWS}), "not a JSON list of objects: name the key of the list with the option 'field'"),
+    ("json", "object.json", json.dumps({"questions": ROWS}),
+     "not a JSON list of objects: name the key of the list with the option 'field'"),
     ("csv", "ragged.csv", "question,answer\nq,1\nq2,0,extra,more\n", "ragged.csv: cannot be read as CSV"),
     ("parquet", "fake.parquet", "not parquet at all", "fake.parquet: cannot be read as Parquet"),
 ])
@@ -212,8 +214,9 @@ def test_fields_make_documents_with_exactly_those_fields(folders):
                           "fields: {idx: row_index, sentence1: \"row['#1 String']\", sentence2: \"row['#2 String']\","
                           " answer: Quality, both: \"[row['#1 String'], row['#2 String']] | join(' / ')\"}",
                  choices="[sentence1, sentence2]")
-    assert split.docs == [{"idx": 0, "sentence1": "A cat.", "sentence2": "A feline.", "answer": 1, "both": "A cat. / A feline."},
-                          {"idx": 1, "sentence1": "Up.", "sentence2": "Down.", "answer": 0, "both": "Up. / Down."}]
+    assert split.docs == [
+        {"idx": 0, "sentence1": "A cat.", "sentence2": "A feline.", "answer": 1, "both": "A cat. / A feline."},
+        {"idx": 1, "sentence1": "Up.", "sentence2": "Down.", "answer": 0, "both": "Up. / Down."}]
 
 
 def test_a_field_that_fails_on_one_row_is_named_with_the_row(folders):
@@ -536,7 +539,8 @@ def _tab_rows(path: Path) -> list[list[str]]:
 
 
 def _mrpc(path: Path) -> list[dict]:
-    return [{"idx": i, "sentence1": r[3], "sentence2": r[4], "label": int(r[0])} for i, r in enumerate(_tab_rows(path)[1:])]
+    return [{"idx": i, "sentence1": r[3], "sentence2": r[4], "label": int(r[0])}
+            for i, r in enumerate(_tab_rows(path)[1:])]
 
 
 def _sick(path: Path) -> list[dict]:

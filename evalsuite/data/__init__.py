@@ -157,7 +157,8 @@ def _load_local(task: TaskSpec, split: str, data_dir: Path | None) -> Split:
     spec = local.splits[split]
     path = _find_file(task, split, spec.file, data_dir)
     origin = f"local:{local.format}:{spec.file}"
-    docs = lay_out(task.path, "source.local.fields", local.fields, parse(local.format, path, **{**local.options, **spec.options}), origin)
+    rows = parse(local.format, path, **{**local.options, **spec.options})
+    docs = lay_out(task.path, "source.local.fields", local.fields, rows, origin)
     docs, origin = select(task.path, f"source.local.splits.{split}", spec.selection, docs, origin)
     if not docs:
         raise DataError(f"{path}: split '{split}' of task '{task.name}' has no documents ({origin})")

@@ -14,7 +14,7 @@ import jinja2
 
 from evalsuite import sandbox
 from evalsuite.errors import DataError, SpecError
-from evalsuite.spec.task import Selection
+from evalsuite.spec import Selection
 
 
 def _compiled(path: Path, field: str, expression: str) -> Any:

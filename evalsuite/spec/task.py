@@ -10,7 +10,8 @@ metrics. Its ``source`` is one or more of:
   builders; the raw benchmark formats (``copa_xml``, ``logiqa_txt``, ...) by the parsers of
   :mod:`evalsuite.data.formats`. ``splits`` maps each logical split to a file (or ``{file: ..., option: ...}``),
   relative to the data directory or, for a task file of the user's, to the task file's own folder, and
-  never outside them (links are followed before that is checked)::
+  never outside them (links are followed before that is checked); ``options`` are reader options for every
+  split's file. Local files are read when a data directory is given or the task has no hub source::
 
       source:
         local:
