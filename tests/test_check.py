@@ -24,11 +24,17 @@ from evalsuite.spec import load_task
 
 ROOT = Path(__file__).resolve().parents[1]
 
-if "rows_jsonl" not in PARSERS:
-    @register_format("rows_jsonl")
-    def parse_rows_jsonl(path: Path) -> list[dict]:
-        """Every line's object as it is: a document may lack a field, as a user's file may."""
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+def parse_rows_jsonl(path: Path) -> list[dict]:
+    """Every line's object as it is: a document may lack a field, as a user's file may."""
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def rows_jsonl_format():
+    """A format registered for this module's tests only, so other tests see the built-in formats alone."""
+    register_format("rows_jsonl")(parse_rows_jsonl)
+    yield
+    del PARSERS._registered["rows_jsonl"]
 
 TASK = """\
 name: quiz
