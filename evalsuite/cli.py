@@ -17,6 +17,7 @@ import select
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def _task_dirs(parser: argparse.ArgumentParser) -> None:
@@ -53,12 +54,9 @@ def _chat(parser: argparse.ArgumentParser) -> None:
                         help="each few-shot example as a user turn and an assistant answer; implies --chat-template")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from evalsuite.spec import CATEGORIES, DEFAULT_SHOTS, DTYPES, MODES, SAMPLERS
-
-    parser = argparse.ArgumentParser(prog="evalsuite", description="Reasoning evaluation for language models.")
-    parser.add_argument("--version", action="version", version="evalsuite 0.1.0")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def _tasks_command(commands: Any) -> None:
+    """The ``tasks`` command's arguments."""
+    from evalsuite.spec import CATEGORIES
 
     tasks = commands.add_parser("tasks", help="list tasks: name, category, source, size, license")
     tasks.add_argument("--category", choices=CATEGORIES)
@@ -68,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     _task_dirs(tasks)
     _data_dir(tasks)
 
+
+def _show_command(commands: Any) -> None:
+    """The ``show`` command's arguments."""
     show = commands.add_parser("show", help="print the rendered prompt of each variant for one document")
     show.add_argument("task")
     show.add_argument("--prompt", default="all", help="variant name or 'all' (default)")
@@ -81,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     _task_dirs(show)
     _data_dir(show)
 
+
+def _check_command(commands: Any) -> None:
+    """The ``check`` command's arguments."""
+    from evalsuite.spec import DEFAULT_SHOTS
+
     check = commands.add_parser("check", help="check tasks without a model: every split, document, prompt variant, "
                                 "zero-shot and few-shot; report every problem")
     check.add_argument("tasks", nargs="+", metavar="TASK", help="task names, tags, categories, or 'all'")
@@ -91,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     _task_dirs(check)
     _data_dir(check)
 
+
+def _new_task_command(commands: Any) -> None:
+    """The ``new-task`` command's arguments."""
     new_task = commands.add_parser("new-task", help="write a task file and its three prompt variants for a data "
                                    "file of your own (JSONL, JSON, CSV, TSV, Parquet)")
     new_task.add_argument("name", help="task name: lower-case letters, digits, '_', '-' or '.'")
@@ -98,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     new_task.add_argument("--output", type=Path, default=Path("my_tasks"), metavar="DIR",
                           help="folder written: DIR/tasks/NAME.yaml, DIR/prompts/NAME/*.jinja (default: my_tasks)")
     new_task.add_argument("--force", action="store_true", help="replace files that exist")
+
+
+def _run_command(commands: Any) -> None:
+    """The ``run`` command's arguments."""
+    from evalsuite.spec import DEFAULT_SHOTS, DTYPES, MODES, SAMPLERS
 
     run = commands.add_parser("run", help="evaluate a model and write a run folder")
     run.add_argument("--model", required=True, help="model folder, hub id, or 'smollm2' (the packaged SmolLM2-135M-Instruct)")
@@ -147,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     _task_dirs(run)
     _data_dir(run)
 
+
+def _finetune_command(commands: Any) -> None:
+    """The ``finetune`` command's arguments."""
     from evalsuite.finetune.config import TrainConfig
 
     default = TrainConfig()  # one source of truth for the defaults
@@ -186,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     _task_dirs(tune)
     _data_dir(tune)
 
+
+def _leaderboard_command(commands: Any) -> None:
+    """The ``leaderboard`` command's arguments."""
     board = commands.add_parser("leaderboard", help="build leaderboard.md/.csv/.json from run folders")
     board.add_argument("runs", nargs="*", type=Path, default=[Path("results")], help="run folders or folders of runs (default: results/)")
     board.add_argument("--output", type=Path, default=Path("leaderboards"))
@@ -193,11 +213,17 @@ def build_parser() -> argparse.ArgumentParser:
                        "the task's main metric")
     _absolute_paths(board)
 
+
+def _report_command(commands: Any) -> None:
+    """The ``report`` command's arguments."""
     report = commands.add_parser("report", help="write leaderboards/index.html: rankings, plots, paired tests, errors")
     report.add_argument("runs", nargs="*", type=Path, default=[Path("results")], help="run folders or folders of runs (default: results/)")
     report.add_argument("--output", type=Path, default=Path("leaderboards"))
     _absolute_paths(report)
 
+
+def _compare_command(commands: Any) -> None:
+    """The ``compare`` command's arguments."""
     comp = commands.add_parser("compare", help="paired significance test per task between two runs or leaderboard rows")
     comp.add_argument("a", metavar="A", help="run folder, or a leaderboard row: model=M,setting=S[,prompt=P][,adapter=D]")
     comp.add_argument("b", metavar="B", help="the same for the other side")
@@ -207,6 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--bootstrap", type=int, default=10000, help="paired bootstrap resamples (default 10000)")
     comp.add_argument("--seed", type=int, default=0)
     comp.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _cache_command(commands: Any) -> None:
+    """The ``cache`` command's arguments."""
     cache = commands.add_parser("cache", help="size of the request cache and entries per model; clear it")
     cache_commands = cache.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
     info = cache_commands.add_parser("info", help="location, size, entries per model")
@@ -218,6 +248,22 @@ def build_parser() -> argparse.ArgumentParser:
     clear.add_argument("--model", default=None,
                        help="only this model's entries: its path as shown by 'cache info', or a fingerprint prefix")
     _cache_dir(clear)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="evalsuite", description="Reasoning evaluation for language models.")
+    parser.add_argument("--version", action="version", version="evalsuite 0.1.0")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _tasks_command(commands)
+    _show_command(commands)
+    _check_command(commands)
+    _new_task_command(commands)
+    _run_command(commands)
+    _finetune_command(commands)
+    _leaderboard_command(commands)
+    _report_command(commands)
+    _compare_command(commands)
+    _cache_command(commands)
     return parser
 
 
