@@ -91,7 +91,7 @@ def run(spec: RunSpec, engine: Engine | Classifier | None = None) -> RunResult:
                 evaluations.append(_classify_task(engine, task, splits, writer, spec))
             else:
                 evaluations.append(_evaluate_task(engine, task, prompt, splits, writer, spec, picks))
-        record_ = {
+        run_record = {
             "schema_version": SCHEMA_VERSION,
             "run_id": writer.run_id,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -103,7 +103,7 @@ def run(spec: RunSpec, engine: Engine | Classifier | None = None) -> RunResult:
             "evaluations": [ev.to_dict() for ev in evaluations],
             "skipped": skipped,
         }
-        return RunResult(writer.finish(record_), record_)
+        return RunResult(writer.finish(run_record), run_record)
     except OutputError as exc:  # a write failed (a full disk, say): nothing half-written stays, the answers do
         writer.abandon()
         kept = (f"the answers computed so far are kept in the request cache {cached.cache.path}: rerun the same "
