@@ -63,7 +63,7 @@ def run(spec: RunSpec, engine: Engine | Classifier | None = None) -> RunResult:
     selected, skipped = _load(spec, splits)
     prompted = [(task, prompt) for task in selected for prompt in variants(task, spec.prompts)]
     picks = preflight(prompted, splits, spec, by_head=answered_by_head(engine or spec.engine, spec.model))
-    check_prompts(spec, selected, engine if engine is not None else ENGINES.resolve(spec.engine))
+    check_prompts(spec, prompted, engine if engine is not None else ENGINES.resolve(spec.engine))
 
     load_started = time.perf_counter()
     if engine is None:

@@ -11,26 +11,24 @@ from collections.abc import Sequence
 from typing import Any
 
 from evalsuite.errors import SpecError
-from evalsuite.pipeline.load import variants
 from evalsuite.prompting.chat import check_system_role, require_chat_template
-from evalsuite.spec import RunSpec, TaskSpec
+from evalsuite.spec import PromptSpec, RunSpec, TaskSpec
 
 
-def check_prompts(spec: RunSpec, tasks: Sequence[TaskSpec], engine: Any) -> None:
+def check_prompts(spec: RunSpec, plan: Sequence[tuple[TaskSpec, PromptSpec]], engine: Any) -> None:
     """A conversational engine (or engine class) cannot score log-likelihoods: refuse such prompt variants."""
     if not getattr(engine, "conversational", False):
         return
-    for task in tasks:
-        for prompt in variants(task, spec.prompts):
-            if prompt.method != "loglikelihood":
-                continue
-            generation = [p.name for p in task.prompts if p.method == "generation"]
-            way_out = (f"choose a generation variant instead (--prompts {','.join(generation)})" if generation else
-                       f"task '{task.name}' has no generation variant: evaluate it with --engine server (a "
-                       "/v1/completions endpoint) or a local engine")
-            raise SpecError(f"{prompt.path}: prompt variant '{prompt.name}' of task '{task.name}' scores "
-                            f"log-likelihoods, which the {getattr(engine, 'name', spec.engine)} engine cannot (a chat "
-                            f"API returns no log-probabilities of the prompt): {way_out}")
+    for task, prompt in plan:
+        if prompt.method != "loglikelihood":
+            continue
+        generation = [p.name for p in task.prompts if p.method == "generation"]
+        way_out = (f"choose a generation variant instead (--prompts {','.join(generation)})" if generation else
+                   f"task '{task.name}' has no generation variant: evaluate it with --engine server (a "
+                   "/v1/completions endpoint) or a local engine")
+        raise SpecError(f"{prompt.path}: prompt variant '{prompt.name}' of task '{task.name}' scores "
+                        f"log-likelihoods, which the {getattr(engine, 'name', spec.engine)} engine cannot (a chat "
+                        f"API returns no log-probabilities of the prompt): {way_out}")
 
 
 def check_engine(spec: RunSpec, engine: Any) -> None:

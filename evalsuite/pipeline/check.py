@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from evalsuite.engines import Engine
+from evalsuite.engines import Classifier, Engine
 from evalsuite.engines.cache import RequestCache
 from evalsuite.engines.classifier import is_classifier
 from evalsuite.errors import EvalsuiteError, SpecError
@@ -77,8 +77,6 @@ class Problems:
 def answered_by_head(engine: str | Engine, model: str) -> bool:
     """Whether a classification head answers (prompts then play no part). Known before loading for a built
     engine or a local checkpoint; a hub checkpoint's head is found, and checked, once it is loaded."""
-    from evalsuite.engines import Classifier
-
     if not isinstance(engine, str):
         return isinstance(engine, Classifier)
     return engine == "hf" and (Path(model) / "config.json").is_file() and is_classifier(model)
