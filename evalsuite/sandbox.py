@@ -16,6 +16,8 @@ unbounded time or memory:
   exponential time on some texts).
 
 Going over a limit raises :class:`LimitError`; callers turn it into their own error naming the file and field.
+Printing a null value, or joining one with ``~``, raises :class:`NullValueError` the same way: a prompt never
+says "None" where a document lacks a field.
 """
 
 from __future__ import annotations
@@ -56,6 +58,17 @@ REGEX_SECONDS = 1.0  # for one search or substitution
 
 class LimitError(Exception):
     """Untrusted input went over one of the sandbox's limits; the message names the limit and the way out."""
+
+
+class NullValueError(Exception):
+    """A template printed a null value (``None``), or joined one with ``~``: the prompt would say "None".
+
+    A key missing from one row of a JSON Lines file, or an empty CSV cell, reaches a document as null (the
+    ``datasets`` builders give every row every column), so this is how such a row is found."""
+
+
+# Why a document holds a null, for messages about one.
+NULL_CAUSE = "a key missing from a row of a JSON Lines file, or an empty CSV cell, is read as null"
 
 
 # --- the budget of one document ------------------------------------------------------------------------
@@ -448,6 +461,10 @@ class _BoundedCodeGenerator(CodeGenerator):
 
 def _finalize(value: Any) -> Any:
     """Every ``{{ value }}`` passes here before it is turned into text."""
+    if value is None:
+        raise NullValueError(f"the template printed a null value, which would read 'None' in the prompt "
+                             f"({NULL_CAUSE}): give it a value in the data file, or print a default, "
+                             "e.g. {{ field or '' }}")
     if not isinstance(value, str):
         size = measure(value)[0]
         _check(size, "a printed value")
@@ -504,6 +521,9 @@ class Sandbox(ImmutableSandboxedEnvironment):
 
     @staticmethod
     def joinable(parts: tuple) -> tuple:
+        if any(part is None for part in parts):
+            raise NullValueError(f"'~' joined a null value, which would read 'None' in the text ({NULL_CAUSE}): "
+                                 "give it a value in the data file, or join a default, e.g. (field or '')")
         _check(sum(measure(part)[0] for part in parts), "a '~' joined string")
         return parts
 
@@ -611,6 +631,8 @@ def describe(exc: Exception) -> str:
         top_level = str(exc.message).endswith("is undefined")
         missing = "the document has no such field" if top_level else "no such key or attribute"
         return f"{exc.message} ({missing})"
+    if isinstance(exc, NullValueError):
+        return str(exc)
     if isinstance(exc, LimitError):
         return f"over a limit of the template sandbox: {exc}"
     if isinstance(exc, SecurityError):

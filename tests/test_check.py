@@ -101,6 +101,52 @@ def test_a_field_missing_from_one_document_in_the_middle_is_named_with_the_templ
     assert out.startswith("2 problem(s) in 1 task(s)")
 
 
+def jsonl_task(tmp_path: Path) -> tuple[Path, Path, list[dict]]:
+    """A task written by new-task for a JSON Lines file of 30 questions (read by the datasets library's JSON
+    builder): its folders, and its rows, to be edited and written with ``write_rows``."""
+    rows = [{"question": f"Q{i}?", "options": ["w", "x", "y", "z"], "answer": i % 4} for i in range(30)]
+    write_rows(tmp_path / "quiz.jsonl", rows)
+    new_task("quiz", tmp_path / "quiz.jsonl", tmp_path / "mine")
+    return tmp_path / "mine" / "tasks", tmp_path / "mine" / "prompts", rows
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_a_key_missing_from_one_jsonl_row_in_the_middle_is_named_not_printed_as_none(tmp_path, capsys):
+    tasks, prompts, rows = jsonl_task(tmp_path)
+    del rows[17]["question"]  # the datasets library reads it as null: document 7 of the evaluated rows 10-29
+    write_rows(tasks / "data" / "quiz.jsonl", rows)
+    status = cli.main(["check", "quiz", "--task-dir", str(tasks), "--prompt-dir", str(prompts)])
+    out = capsys.readouterr().out
+    assert status == 2 and out.startswith("3 problem(s) in 1 task(s)")
+    assert "  split 'test' (local:jsonl:data/quiz.jsonl rows 10:), plain, 0-shot:\n" in out
+    for variant, line in (("plain", 4), ("lettered", 5), ("cot", 10)):
+        assert (f"{prompts / 'quiz' / variant}.jinja: line {line}: rendering document 7 (its null fields: "
+                "'question') of task 'quiz': the template printed a null value, which would read 'None'") in out
+    assert "document 6" not in out and "document 8" not in out
+    with pytest.raises(TemplateError, match=r"rendering document 7 \(its null fields: 'question'\)"):
+        evaluate("no-model", "quiz", task_dirs=[tasks], prompt_dirs=[prompts], output=tmp_path / "out",
+                 progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_null_target_or_choice_is_named(tmp_path, capsys):
+    tasks, prompts, rows = jsonl_task(tmp_path)
+    del rows[12]["answer"]
+    rows[14]["options"] = ["w", "x", None, "z"]
+    write_rows(tasks / "data" / "quiz.jsonl", rows)
+    assert cli.main(["check", "quiz", "--task-dir", str(tasks), "--prompt-dir", str(prompts), "--prompts",
+                     "plain", "--shots", "0"]) == 2
+    out = capsys.readouterr().out
+    assert (f"{tasks / 'quiz.yaml'}: field 'target' on document 2 (its null fields: 'answer') of task 'quiz': "
+            "the expression gave a null value") in out
+    assert (f"{tasks / 'quiz.yaml'}: field 'choices' on document 4 of task 'quiz': item 2 of its list is null, "
+            "which would read 'None'") in out
+    assert out.startswith("2 problem(s) in 1 task(s)")
+
+
 def test_a_field_missing_from_a_raw_file_in_the_middle_is_named_with_its_line(tmp_path, capsys, data_dir):
     """A raw format's parser names the file and line: check reports it as the split's problem."""
     (tmp_path / "piqa").mkdir()

@@ -234,6 +234,18 @@ def test_a_field_that_fails_on_one_row_is_named_with_the_row(folders):
         load_split(load_task(path, [folders["prompts"]]), "test")
 
 
+def test_a_null_joined_by_a_fields_map_is_named_with_the_row(folders):
+    rows = [{"text": "t", "question": "q", "answer": 0}] * 4
+    rows = rows[:2] + [{"text": "t", "answer": 1}] + rows[2:]  # read as question: null
+    (folders["tasks"] / "gap.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    path = make_task(folders, "format: jsonl\nsplits: {test: gap.jsonl}\n"
+                              "fields: {q: \"text ~ ' ' ~ question\", answer: answer}")
+    with pytest.raises(DataError) as info:
+        load_split(load_task(path, [folders["prompts"]]), "test")
+    assert str(info.value).startswith(f"{path}: field 'source.local.fields.q' on row 2 of local:jsonl:gap.jsonl: "
+                                      "'~' joined a null value, which would read 'None' in the text")
+
+
 def test_a_fields_map_with_a_bad_expression_is_refused_when_the_task_loads(folders):
     path = make_task(folders, "format: jsonl\nsplits: {test: qa.jsonl}\nfields: {q: 'question |'}")
     with pytest.raises(SpecError, match=r"field 'source.local.fields.q': invalid Jinja expression"):

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from evalsuite.data import Split
 from evalsuite.engines import Classifier, Engine
 from evalsuite.engines.cache import RequestCache
 from evalsuite.engines.classifier import is_classifier
@@ -105,15 +106,17 @@ def check_documents(task: TaskSpec, prompt: PromptSpec, splits: SplitLoader, pro
                     skip: Sequence[int] = (), chat: ChatFormat = ChatFormat()) -> set[int]:
     """Render the evaluated documents (the first ``limit``, but those in ``skip``) through ``prompt`` with
     ``shots`` examples each, as the render stage will; return the numbers of the documents that failed."""
-    where = f"split '{task.eval_split}', {prompt.name}, {shots}-shot"
-    with problems.of(task.name, where) as setup:
+    setting = f"{prompt.name}, {shots}-shot"
+    with problems.of(task.name, f"split '{task.eval_split}', {setting}") as setup:
+        evaluated = splits(task, task.eval_split)
         check_fewshot_pool(task, splits, shots)
         render, _ = fewshot_renderer(task, PromptRenderer(task, prompt, chat), splits, shots=shots, seed=seed,
                                      sampler=sampler, picks=picks)
     if setup.failed:
         return set()
+    where = f"{_named(evaluated)}, {setting}"
     failed, skip = set(), set(skip)
-    for i, doc in enumerate(itertools.islice(splits(task, task.eval_split).docs, limit)):
+    for i, doc in enumerate(itertools.islice(evaluated.docs, limit)):
         if i in skip:
             continue
         problems.rendered += 1
@@ -123,6 +126,11 @@ def check_documents(task: TaskSpec, prompt: PromptSpec, splits: SplitLoader, pro
         if attempt.failed:
             failed.add(i)
     return failed
+
+
+def _named(split: Split) -> str:
+    """A split as a problem's heading names it: with its origin, the file (and rows) its documents come from."""
+    return f"split '{split.name}' ({split.origin})"
 
 
 def check_inputs(task: TaskSpec, docs: Iterator[dict], problems: Problems, where: str = "") -> None:
@@ -216,37 +224,37 @@ def check_tasks(selection: Sequence[str], *, task_dirs: Sequence[Path] = (), pro
         for prompt in prompted:
             failed = check_documents(task, prompt, splits, problems, shots=0, seed=seed, sampler=None)
             if few:
-                _check_examples(task, prompt, loaded[task.fewshot_split].docs, problems)
+                _check_examples(task, prompt, loaded[task.fewshot_split], problems)
             for k in few:  # documents that failed alone would fail again, only later
                 check_documents(task, prompt, splits, problems, shots=k, seed=seed, sampler=None, skip=failed)
         if task.inputs is not None:
-            check_inputs(task, iter(loaded[task.eval_split].docs), problems,
-                         f"split '{task.eval_split}', classification inputs")
+            evaluated = loaded[task.eval_split]
+            check_inputs(task, iter(evaluated.docs), problems, f"{_named(evaluated)}, classification inputs")
         for name, split in loaded.items():
             if name not in (task.eval_split, task.fewshot_split):
-                _check_split(task, prompted[0], name, split.docs, problems)
+                _check_split(task, prompted[0], split, problems)
     return CheckReport(tuple(tasks), n_splits, n_docs, n_variants, tuple(shots), problems.rendered,
                        tuple(problems.found))
 
 
-def _check_examples(task: TaskSpec, prompt: PromptSpec, pool: Sequence[dict], problems: Problems) -> None:
+def _check_examples(task: TaskSpec, prompt: PromptSpec, pool: Split, problems: Problems) -> None:
     """Every document of the few-shot split rendered as a solved example, as a few-shot prompt shows it."""
     renderer = PromptRenderer(task, prompt)
-    for j, doc in enumerate(pool):
+    for j, doc in enumerate(pool.docs):
         problems.rendered += 1
-        with problems.of(task.name, f"split '{task.fewshot_split}' (few-shot examples), {prompt.name}"):
+        with problems.of(task.name, f"{_named(pool)} as few-shot examples, {prompt.name}"):
             renderer.example(doc, j)
 
 
-def _check_split(task: TaskSpec, prompt: PromptSpec, name: str, docs: Sequence[dict], problems: Problems) -> None:
+def _check_split(task: TaskSpec, prompt: PromptSpec, split: Split, problems: Problems) -> None:
     """A split neither evaluated nor drawn from (train, validation): each document rendered zero-shot."""
     renderer = PromptRenderer(task, prompt)
-    for i, doc in enumerate(docs):
+    for i, doc in enumerate(split.docs):
         problems.rendered += 1
-        with problems.of(task.name, f"split '{name}', {prompt.name}, 0-shot"):
+        with problems.of(task.name, f"{_named(split)}, {prompt.name}, 0-shot"):
             renderer.render(doc, i)
     if task.inputs is not None:
-        check_inputs(task, iter(docs), problems, f"split '{name}', classification inputs")
+        check_inputs(task, iter(split.docs), problems, f"{_named(split)}, classification inputs")
 
 
 def describe_report(report: CheckReport, *, per_kind: int = 3) -> list[str]:

@@ -37,6 +37,12 @@ class Instance:
     messages: tuple[Message, ...] = ()
 
 
+def _null_fields(doc: dict) -> str:
+    """The document's null fields, for an error about a null value: where a missing key shows up."""
+    names = [name for name, value in doc.items() if value is None]
+    return f" (its null fields: {', '.join(map(repr, names))})" if names else ""
+
+
 def _template_line(exc: BaseException, filename: str) -> int | None:
     """The line of ``filename`` where a render error happened (Jinja keeps it in the traceback)."""
     line, tb = None, exc.__traceback__
@@ -87,11 +93,16 @@ class PromptRenderer:
         try:
             value = function(**doc)
             sandbox.require_defined(value)
-            return value
+            if value is None:
+                raise sandbox.NullValueError(f"the expression gave a null value ({sandbox.NULL_CAUSE}): "
+                                             "give it a value in the data file")
         except Exception as exc:  # noqa: BLE001 - every template failure becomes one clear message
+            nulls = _null_fields(doc) if isinstance(exc, sandbox.NullValueError) else ""
             raise TemplateError(
-                f"{owner}: field '{field}' on document {doc_id} of task '{self.task.name}': {sandbox.describe(exc)}"
+                f"{owner}: field '{field}' on document {doc_id}{nulls} of task '{self.task.name}': "
+                f"{sandbox.describe(exc)}"
             ) from None
+        return value
 
     def context_of(self, doc: dict, doc_id: int) -> str:
         """The document rendered through the template alone (no preamble or examples)."""
@@ -100,8 +111,9 @@ class PromptRenderer:
         except Exception as exc:  # noqa: BLE001
             line = _template_line(exc, str(self.prompt.path))
             where = f": line {line}" if line else ""
+            nulls = _null_fields(doc) if isinstance(exc, sandbox.NullValueError) else ""
             raise TemplateError(
-                f"{self.prompt.path}{where}: rendering document {doc_id} of task '{self.task.name}': "
+                f"{self.prompt.path}{where}: rendering document {doc_id}{nulls} of task '{self.task.name}': "
                 f"{sandbox.describe(exc)}"
             ) from None
 
@@ -115,6 +127,13 @@ class PromptRenderer:
         value = self._evaluate(compiled, doc, doc_id)
         if isinstance(value, str) or not isinstance(value, (list, tuple)):
             raise TemplateError(f"{compiled[2]}: field '{compiled[1]}' must give a list, got {value!r} on document {doc_id}")
+        nulls = [i for i, v in enumerate(value) if v is None]
+        if nulls:
+            raise TemplateError(
+                f"{compiled[2]}: field '{compiled[1]}' on document {doc_id}{_null_fields(doc)} of task "
+                f"'{self.task.name}': item {nulls[0]} of its list is null, which would read 'None' "
+                f"({sandbox.NULL_CAUSE}): give it a value in the data file"
+            )
         return tuple(str(v) for v in value)
 
     def inputs_of(self, doc: dict, doc_id: int) -> tuple[str, ...]:
