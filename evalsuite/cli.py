@@ -368,6 +368,7 @@ def cmd_new_task(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from evalsuite.api import evaluate
+    from evalsuite.results.records import data_sources
     from evalsuite.spec import mode_and_shots
     from evalsuite.spec.run import THINK_TAGS
 
@@ -390,6 +391,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         main = ev["metrics"][ev["main_metric"]]
         print(f"{ev['task']:<20} {ev['variant']:<10} n={ev['n']:<5} {ev['main_metric']}={main['value']:.3f} "
               f"[{main['low']:.3f}, {main['high']:.3f}]")
+    for task, source in data_sources(result.record).items():
+        print(f"{task:<20} data: {source}")
     for skipped in result.record.get("skipped", []):
         print(f"skipped {skipped['task']}: {skipped['reason']}")
     if len({ev["variant"] for ev in result.record["evaluations"]}) > 1:

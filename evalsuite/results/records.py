@@ -186,6 +186,20 @@ class EvaluationRecord:
         return out
 
 
+def data_sources(record: dict[str, Any]) -> dict[str, str]:
+    """Where each task's evaluated documents came from, as a run record says: the ``origin`` of its evaluations
+    (a hub repository@revision, a generator with its seed, or local files), local files with the folder they
+    are named in -- the run's data directory, or without one the task file's own folder (a task file of the
+    user's also finds a file the data directory lacks in its own folder)."""
+    data_dir = (record.get("config") or {}).get("data_dir")
+    folder = f"data directory {data_dir}" if data_dir else "the task file's folder"
+    sources: dict[str, str] = {}
+    for ev in record.get("evaluations") or []:
+        origin = ev["origin"]
+        sources.setdefault(ev["task"], f"{origin} ({folder})" if origin.startswith("local:") else origin)
+    return sources
+
+
 # --- reading older files -----------------------------------------------------------------------------------
 
 _POSITIVE = re.compile(r"positive class '.*?' \(index (\d+)\)")
