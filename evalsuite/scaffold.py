@@ -230,7 +230,9 @@ def task_yaml(name: str, fmt: str, options: dict[str, Any], file: str, n_rows: i
     lines = [
         f"# Written by 'evalsuite new-task' from {data.name} ({n_rows} rows). Guessed mapping, check it:\n{guessed}",
         f"name: {name}",
-        "category: commonsense  # or logical, semantic_matching",
+        # A text pair is most often a matching task (paraphrase, entailment); the rest default to commonsense.
+        "category: semantic_matching  # or logical, commonsense" if mapping.pair is not None
+        else "category: commonsense  # or logical, semantic_matching",
         f"description: {_quoted(f'{name} - questions from {data.name}.')}",
         "license: unknown",
         source_block(fmt, options, file, n_rows).rstrip("\n"),

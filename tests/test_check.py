@@ -121,7 +121,7 @@ def test_a_key_missing_from_one_jsonl_row_in_the_middle_is_named_not_printed_as_
     status = cli.main(["check", "quiz", "--task-dir", str(tasks), "--prompt-dir", str(prompts)])
     out = capsys.readouterr().out
     assert status == 2 and out.startswith("3 problem(s) in 1 task(s)")
-    assert "  split 'test' (local:jsonl:data/quiz.jsonl rows 10:), plain, 0-shot:\n" in out
+    assert "  split 'test' (local:jsonl:data/quiz.jsonl rows 10: in the task file's folder), plain, 0-shot:\n" in out
     for variant, line in (("plain", 4), ("lettered", 5), ("cot", 10)):
         assert (f"{prompts / 'quiz' / variant}.jinja: line {line}: rendering document 7 (its null fields: "
                 "'question') of task 'quiz': the template printed a null value, which would read 'None'") in out
@@ -290,6 +290,7 @@ def test_new_task_on_a_yes_no_csv(tmp_path):
     assert mapping["labels"] == "no, yes" and mapping["text"] == "column 'question'"
     spec = yaml.safe_load((tmp_path / "out" / "tasks" / "yn.yaml").read_text())
     assert (spec["labels"], spec["target"], spec["fewshot"]) == (["no", "yes"], "answer", {"sampler": "balanced"})
+    assert spec["category"] == "commonsense"
     assert spec["source"]["local"] == {"format": "csv", "splits": {"test": "data/yn.csv"}}
     expected = [1 - i % 2 for i in range(8)]
     assert rendered_golds(tmp_path / "out", "yn", data) == {v: expected for v in ("plain", "lettered", "cot")}
@@ -304,6 +305,7 @@ def test_new_task_on_a_sentence_pair_file(tmp_path):
     assert mapping["text pair"] == "columns 'sentence1' and 'sentence2'"
     spec = yaml.safe_load((tmp_path / "out" / "tasks" / "pairs.yaml").read_text())
     assert spec["inputs"] == ["sentence1", "sentence2"] and spec["labels"] == sorted(labels)
+    assert spec["category"] == "semantic_matching"
     plain = (tmp_path / "out" / "prompts" / "pairs" / "plain.jinja").read_text()
     assert "Sentence 1: {{ sentence1 }}\nSentence 2: {{ sentence2 }}" in plain
     assert rendered_golds(tmp_path / "out", "pairs", data)["cot"] == [sorted(labels).index(labels[i % 3])

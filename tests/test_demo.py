@@ -48,7 +48,8 @@ def test_with_the_raw_files_the_demo_runs_the_starter_suite_into_leaderboards(tm
     printed, calls = demo(tmp_path, shared_data=True)
     data = tmp_path / "shared" / "data"
     assert calls == [
-        f"EVALSUITE_DATA_DIR={data} run --model smollm2 --tasks starter --mode zero-shot --limit 5 --output results/demo",
+        f"EVALSUITE_DATA_DIR={data} run --model smollm2 --tasks starter --mode zero-shot --limit 5 "
+        "--output results/demo",
         f"EVALSUITE_DATA_DIR={data} run --model smollm2 --tasks starter --mode few-shot --shots 5 --fewshot-sampler "
         "fixed --limit 5 --output results/demo",
         f"EVALSUITE_DATA_DIR={data} leaderboard results/demo --output leaderboards",
@@ -91,8 +92,9 @@ def test_data_sources_of_a_record():
         "copa": "local:copa_xml:copa/balacopa-dev-all.xml (data directory /data)",
         "boolq": "hub:google/boolq@main split validation",
         "gen_deduction": "generated:deduction:test:seed=1234:n=500"}
-    record["config"]["data_dir"] = None
-    assert data_sources(record)["copa"] == "local:copa_xml:copa/balacopa-dev-all.xml (the task file's folder)"
+    beside = "local:jsonl:data/q.jsonl rows 10: in the task file's folder"  # no data directory named
+    record["evaluations"].append({"task": "mine", "origin": beside})
+    assert data_sources(record)["mine"] == beside
 
 
 def test_a_run_prints_the_data_source_of_each_task(tiny_model, data_dir, tmp_path, capsys):

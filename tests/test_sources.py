@@ -91,6 +91,9 @@ def make_task(folders: dict[str, Path], source: str, name: str = "qa", eval: str
     return path
 
 
+BESIDE = " in the task file's folder"  # ends the origin of a split read beside its task file
+
+
 def load(folders, source: str, split: str = "test", data_dir: Path | None = None, **task):
     task_spec = load_task(make_task(folders, source, **task), [folders["prompts"]])
     return load_split(task_spec, split, data_dir)
@@ -112,7 +115,7 @@ def test_json_and_parquet_rows_are_documents_as_they_are(folders, fmt, file, opt
     write_files(folders["tasks"])
     split = load(folders, f"format: {fmt}\nsplits: {{test: {{file: {file}{options}}}}}")
     assert split.docs == ROWS  # values and types kept: lists stay lists, numbers numbers
-    assert split.origin == f"local:{fmt}:{file}"
+    assert split.origin == f"local:{fmt}:{file} in the task file's folder"
 
 
 @pytest.mark.parametrize("kind", ["csv", "tsv"])
@@ -267,7 +270,8 @@ def carved(folders, a: str, b: str, **task) -> tuple:
 def test_first_n_and_a_row_range_to_the_end(folders):
     fewshot, test = carved(folders, "fewshot: {file: qa.jsonl, first: 2}", "test: {file: qa.jsonl, rows: [2, null]}")
     assert fewshot.docs == ROWS[:2] and test.docs == ROWS[2:]
-    assert fewshot.origin == "local:jsonl:qa.jsonl rows 0:2" and test.origin == "local:jsonl:qa.jsonl rows 2:"
+    assert fewshot.origin == f"local:jsonl:qa.jsonl rows 0:2{BESIDE}"
+    assert test.origin == f"local:jsonl:qa.jsonl rows 2:{BESIDE}"
 
 
 def test_a_closed_row_range(folders):
@@ -280,7 +284,7 @@ def test_fractions_are_read_as_the_decimals_written(folders):
                            "test: {file: qa.jsonl, fraction: [0.34, 1]}")
     # floor(0.34 * 6) = 2 rows, the rest evaluated
     assert fewshot.docs == ROWS[:2] and test.docs == ROWS[2:]
-    assert test.origin == "local:jsonl:qa.jsonl fraction 0.34:1"
+    assert test.origin == f"local:jsonl:qa.jsonl fraction 0.34:1{BESIDE}"
 
 
 def _sha_order(seed: int, n: int) -> list[int]:
@@ -297,7 +301,7 @@ def test_a_seeded_split_is_disjoint_complete_and_follows_the_documented_order(fo
     assert fewshot.docs == [ROWS[i] for i in sorted(order[:2])]  # kept in file order
     assert test.docs == [ROWS[i] for i in sorted(order[2:])]
     assert sorted(d["id"] for d in fewshot.docs + test.docs) == [r["id"] for r in ROWS]
-    assert fewshot.origin == f"local:jsonl:qa.jsonl rows 0:2 seed {seed}"
+    assert fewshot.origin == f"local:jsonl:qa.jsonl rows 0:2 seed {seed}{BESIDE}"
 
 
 def test_different_seeds_give_different_splits(folders):
@@ -313,7 +317,7 @@ def test_an_id_range_keeps_the_documents_it_names(folders):
     fewshot, test = carved(folders, "fewshot: {file: qa.jsonl, where: 'id <= 102'}",
                            "test: {file: qa.jsonl, where: '103 <= id <= 105'}")
     assert [d["id"] for d in fewshot.docs] == [101, 102] and [d["id"] for d in test.docs] == [103, 104, 105]
-    assert test.origin == "local:jsonl:qa.jsonl where '103 <= id <= 105'"
+    assert test.origin == f"local:jsonl:qa.jsonl where '103 <= id <= 105'{BESIDE}"
 
 
 def test_rows_beyond_the_file_are_refused(folders):
@@ -352,7 +356,7 @@ def test_the_carved_split_and_its_hash_are_recorded_in_the_results(folders, tmp_
     run = evaluate("scripted", "qa", engine=engine, shots=2, mode="few-shot", task_dirs=[folders["tasks"]],
                    prompt_dirs=[folders["prompts"]], output=tmp_path / "runs", progress=False)
     record = read_run(run.path)["evaluations"][0]
-    assert record["origin"] == "local:jsonl:qa.jsonl rows 2: seed 5" == test.origin
+    assert record["origin"] == f"local:jsonl:qa.jsonl rows 2: seed 5{BESIDE}" == test.origin
     assert record["hashes"]["data"] == test.sha256 and record["n"] == 4
 
 
@@ -405,8 +409,10 @@ def test_files_are_looked_for_in_the_data_directory_then_beside_the_task(folders
     data = tmp_path / "data"
     data.mkdir()
     (data / "qa.jsonl").write_text(json.dumps(ROWS[5]) + "\n", encoding="utf-8")
-    assert load(folders, "format: jsonl\nsplits: {test: qa.jsonl}", data_dir=data).docs == ROWS[5:]
-    assert load(folders, "format: json\nsplits: {test: qa.json}", data_dir=data).docs == ROWS  # not in data/
+    from_data = load(folders, "format: jsonl\nsplits: {test: qa.jsonl}", data_dir=data)
+    assert from_data.docs == ROWS[5:] and from_data.origin == "local:jsonl:qa.jsonl"
+    beside = load(folders, "format: json\nsplits: {test: qa.json}", data_dir=data)  # not in data/
+    assert beside.docs == ROWS and beside.origin == f"local:json:qa.json{BESIDE}"
     with pytest.raises(DataError, match=r"data file 'absent.jsonl' not found in the data directory .* or the task "
                                         r"file's folder .*set --data-dir or EVALSUITE_DATA_DIR"):
         load(folders, "format: jsonl\nsplits: {test: absent.jsonl}", data_dir=data)

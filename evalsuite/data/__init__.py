@@ -120,7 +120,7 @@ def _data_folders(task: TaskSpec, data_dir: Path | None) -> list[tuple[Path, str
             raise DataError(f"data directory {data_dir} does not exist: fix --data-dir or {DATA_DIR_ENV}")
         folders.append((data_dir, "the data directory"))
     if not _is_builtin(task):  # a user's task file may keep its data beside it
-        folders.append((task.path.parent, "the task file's folder"))
+        folders.append((task.path.parent, TASK_FOLDER))
     if not folders:
         raise DataError(
             f"task '{task.name}' ({task.path}) only has local files: pass --data-dir or set {DATA_DIR_ENV} "
@@ -129,8 +129,13 @@ def _data_folders(task: TaskSpec, data_dir: Path | None) -> list[tuple[Path, str
     return folders
 
 
-def _find_file(task: TaskSpec, split: str, name: str, data_dir: Path | None) -> Path:
-    """The file ``name`` of a local split, links followed, in the first folder that has it; never outside one."""
+TASK_FOLDER = "the task file's folder"
+BESIDE_TASK_FILE = f"in {TASK_FOLDER}"  # ends the origin of a split read from there
+
+
+def _find_file(task: TaskSpec, split: str, name: str, data_dir: Path | None) -> tuple[Path, str]:
+    """The file ``name`` of a local split, links followed, in the first folder that has it (never outside one),
+    and how errors name that folder."""
     field = f"source.local.splits.{split}"
     folders = _data_folders(task, data_dir)
     for folder, what in folders:
@@ -140,7 +145,7 @@ def _find_file(task: TaskSpec, split: str, name: str, data_dir: Path | None) -> 
                             "(links followed): name a file inside it, relative to it")
         try:
             if path.exists():
-                return path
+                return path, what
         except OSError as exc:  # e.g. a name too long for the file system
             raise DataError(f"{task.path}: field '{field}': {sandbox.shown(name)}: cannot read file: "
                             f"{exc.strerror}") from None
@@ -155,13 +160,15 @@ def _load_local(task: TaskSpec, split: str, data_dir: Path | None) -> Split:
 
     local = task.local
     spec = local.splits[split]
-    path = _find_file(task, split, spec.file, data_dir)
+    path, folder = _find_file(task, split, spec.file, data_dir)
     origin = f"local:{local.format}:{spec.file}"
     rows = parse(local.format, path, **{**local.options, **spec.options})
     docs = lay_out(task.path, "source.local.fields", local.fields, rows, origin)
     docs, origin = select(task.path, f"source.local.splits.{split}", spec.selection, docs, origin)
     if not docs:
         raise DataError(f"{path}: split '{split}' of task '{task.name}' has no documents ({origin})")
+    if folder == TASK_FOLDER:  # file names are relative to the data directory unless the origin says otherwise
+        origin += f" {BESIDE_TASK_FILE}"
     return Split(task.name, split, docs, origin, content_hash(docs))
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from evalsuite.data import BESIDE_TASK_FILE
 from evalsuite.scoring import Predictions
 
 # Fields of a sample in the order they are written; optional ones are left out when they do not apply.
@@ -188,15 +189,15 @@ class EvaluationRecord:
 
 def data_sources(record: dict[str, Any]) -> dict[str, str]:
     """Where each task's evaluated documents came from, as a run record says: the ``origin`` of its evaluations
-    (a hub repository@revision, a generator with its seed, or local files), local files with the folder they
-    are named in -- the run's data directory, or without one the task file's own folder (a task file of the
-    user's also finds a file the data directory lacks in its own folder)."""
+    (a hub repository@revision, a generator with its seed, or local files), with the run's data directory for
+    local files named relative to it (an origin read from a task file's own folder says so itself)."""
     data_dir = (record.get("config") or {}).get("data_dir")
-    folder = f"data directory {data_dir}" if data_dir else "the task file's folder"
     sources: dict[str, str] = {}
     for ev in record.get("evaluations") or []:
         origin = ev["origin"]
-        sources.setdefault(ev["task"], f"{origin} ({folder})" if origin.startswith("local:") else origin)
+        if origin.startswith("local:") and not origin.endswith(BESIDE_TASK_FILE):
+            origin += f" (data directory {data_dir})"
+        sources.setdefault(ev["task"], origin)
     return sources
 
 
