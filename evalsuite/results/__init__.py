@@ -64,7 +64,8 @@ SCHEMA = {
     "several samples per document: self_consistency{samples, temperature, vote, agreement{value, low, high, "
     "definition}}; in runs with think: thinking{unit (tokens, or characters where the engine has no tokenizer), "
     "mean_thinking, mean_answer (mean lengths per document), unclosed_rate (share of generations whose thinking "
-    "never closed)}",
+    "never closed)}; for a task with a cluster field: cluster (the field; samples.jsonl records each document's "
+    "cluster key, and the intervals resample whole clusters)",
     "skipped": "tasks left out because their data could not be loaded (run with skip_unavailable): "
     "[{task, reason}]",
 }
