@@ -113,3 +113,27 @@ def test_constant_scores_give_a_zero_width_interval_without_nan():
 def test_bad_input_gets_one_clear_message(scores, sources, message):
     with pytest.raises(MetricError, match=message):
         variance_decomposition(scores, sources)
+
+
+def test_coverage_simulation_prints_its_table(monkeypatch, capsys):
+    """benchmarks/coverage.py on a few simulated tasks: one row per interval, and the document-only interval
+    misses the true accuracy far more often than 5% once prompt variants and draws vary."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "coverage.py"
+    spec = importlib.util.spec_from_file_location("coverage_simulation", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(sys, "argv", ["coverage.py", "--reps", "40", "--bootstrap", "200"])
+    module.main()
+    rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines() if line.startswith("| (")]
+    assert [(r[0][2:], r[1]) for r in rows] == [
+        ("(a) independent documents", "document bootstrap"), ("(a) independent documents", "ANOVA t (documents)"),
+        ("(b) clustered documents", "document bootstrap"), ("(b) clustered documents", "cluster bootstrap"),
+        ("(c) prompt variants and few-shot draws", "document bootstrap"),
+        ("(c) prompt variants and few-shot draws", "multi-source ANOVA t")]
+    coverage = {(r[0][2:], r[1]): float(r[3].rstrip("%")) for r in rows}
+    assert coverage["(c) prompt variants and few-shot draws", "document bootstrap"] < 80
+    assert coverage["(c) prompt variants and few-shot draws", "multi-source ANOVA t"] >= 85
