@@ -190,3 +190,17 @@ def test_run_and_compare_resample_folio_stories(tmp_path, data_dir):
     assert row.test.test == "paired cluster bootstrap"
     assert f"{stories} clusters (field premises) of 40 documents" in row.test.definition
     assert "Clustered tasks (folio)" in render_text(result)
+
+
+def test_accuracy_by_group_resamples_the_clusters_of_each_group():
+    from evalsuite.scoring import accuracy_by_group
+
+    correct = np.tile([True, True, False, False, True, False], 10)
+    keys = tuple(f"s{i // 3}" for i in range(60))
+    groups = [i % 2 for i in range(60)]  # each story has documents in both groups
+    by = accuracy_by_group(_preds(correct, keys), groups, n_boot=300, seed=2)
+    for level in (0, 1):
+        index = np.array([i for i in range(60) if groups[i] == level])
+        alone = compute_metrics(["accuracy"], _preds(correct[index], tuple(keys[i] for i in index)), n_boot=300,
+                                seed=2)["accuracy"]
+        assert (by[str(level)]["low"], by[str(level)]["high"]) == (alone.low, alone.high)
