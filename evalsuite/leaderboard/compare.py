@@ -48,6 +48,7 @@ class Evaluation:
     labels: tuple[str, ...]
     positive: int | None
     data_hash: str | None
+    cluster: str | None  # the task's cluster field, when the run recorded each document's cluster
     metrics: dict[str, Any]  # as stored in results.json
     confusion: dict[str, dict[str, int]]
     samples: tuple[dict[str, Any], ...]
@@ -86,7 +87,8 @@ def load_run(folder: Path) -> list[Evaluation]:
             run_id=record["run_id"], model=str(cfg.get("model")), adapter=cfg.get("adapter") or "",
             setting=setting_label(cfg.get("mode"), cfg.get("shots")), task=ev["task"], category=ev.get("category") or "",
             variant=ev["variant"], main_metric=ev["main_metric"], labels=tuple(ev["labels"]), positive=ev["positive"],
-            data_hash=(ev.get("hashes") or {}).get("data"), metrics=ev.get("metrics") or {},
+            data_hash=(ev.get("hashes") or {}).get("data"), cluster=ev.get("cluster"),
+            metrics=ev.get("metrics") or {},
             confusion=ev.get("confusion") or {}, samples=tuple(docs)))
     return out
 
@@ -158,7 +160,8 @@ def parse_side(spec: str, run_dirs: Sequence[Path] = (Path("results"),),
 
 def predictions(ev: Evaluation, samples: Sequence[dict[str, Any]]) -> Predictions:
     """The scoring input of some of an evaluation's samples, coded as the run coded it."""
-    return records.predictions([Outcome.of(Sample.from_dict(s)) for s in samples], ev.labels, ev.positive)
+    return records.predictions([Outcome.of(Sample.from_dict(s)) for s in samples], ev.labels, ev.positive,
+                               cluster_by=ev.cluster)
 
 
 @dataclass(frozen=True)
@@ -308,6 +311,10 @@ def render_text(result: Comparison) -> str:
                      f"0/1 per-document metrics (accuracy), two-sided paired bootstrap otherwise (F1, MCC); 95% "
                      f"interval: paired percentile bootstrap. p (Holm): Holm step-down over the {len(tested)} "
                      "comparisons above (family-wise error rate).")
+        clustered = sorted({r.task for r in tested if r.test.test == "paired cluster bootstrap"})
+        if clustered:
+            lines.append(f"Clustered tasks ({', '.join(clustered)}): documents sharing a cluster (the task's cluster "
+                         "field) are resampled together, and p is the paired cluster bootstrap test's.")
     keys = sorted({r.paired_by for r in tested})
     if keys:
         lines.append("Documents paired by " + " and ".join(

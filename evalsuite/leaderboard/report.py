@@ -389,7 +389,8 @@ def _settings(r: _Report) -> str:
                 "<code>--shots K</code> (or with a fine-tuned adapter) to see the settings side by side.</p>")
     return ('<p class="lead">Each setting\'s score per task and prompt variant; the difference to the baseline setting '
             "on the same documents, with its 95% paired-bootstrap interval and a paired test (exact McNemar for "
-            "accuracy, paired bootstrap for F1 and MCC), Holm-corrected across the tasks and variants of each "
+            "accuracy, paired bootstrap for F1 and MCC and for tasks with clusters), Holm-corrected across the "
+            "tasks and variants of each "
             'comparison. <span class="sig">Green</span>/<span class="sig neg">red</span>: significant after Holm.</p>'
             + "".join(parts))
 
@@ -746,7 +747,9 @@ def _definitions(r: _Report) -> str:
         "<li><b>Paired test</b>: for accuracy (any per-document 0/1 metric) the exact two-sided McNemar test, a binomial "
         "test on the documents only one side gets right; for F1 and MCC a two-sided paired bootstrap test "
         f"({N_BOOT} resamples of documents, the same draw for both sides, p = (1 + #{{|δ* − δ| ≥ |δ|}}) / (B + 1)). "
-        "The interval of a difference is the 95% paired percentile bootstrap interval.</li>",
+        "The interval of a difference is the 95% paired percentile bootstrap interval. For a task with a cluster "
+        "field (documents sharing a story or a passage) both resample whole clusters, and p is the paired cluster "
+        "bootstrap test's whatever the metric.</li>",
         "<li><b>Holm</b>: step-down adjustment over the tests of one comparison (all tasks and variants): sorted p-values "
         "times m, m − 1, …, made monotone; controls the family-wise error rate.</li>",
         "<li><b>Pairing</b>: documents pair by a hash of their content when runs record it, else by position in the "

@@ -223,12 +223,12 @@ def _classify_task(engine: Classifier, task: TaskSpec, splits: Splits, writer: R
                 raise exc.named(f"task '{task.name}', variant '{CLASSIFIER_VARIANT}' (the classification head), "
                                 f"document {chunk[exc.index][0]}") from None
             samples = []
-            for (doc_id, _), inputs, gold, scores in zip(chunk, texts, golds, answers):
+            for (doc_id, doc), inputs, gold, scores in zip(chunk, texts, golds, answers):
                 logprobs = tuple(scores[k] for k in to_head)
                 samples.append(Sample(task=task.name, variant=CLASSIFIER_VARIANT, doc_id=doc_id, fewshot_ids=(),
                                       inputs=tuple(inputs), choices=tuple(task.labels), label_logprobs=logprobs,
                                       pred=int(np.argmax(logprobs)), gold=gold,
-                                      gold_text=task.labels[gold]))
+                                      gold_text=task.labels[gold], cluster=renderer.cluster_of(doc, doc_id)))
             writer.write_samples(s.to_dict() for s in samples)
             tally.add(samples)
     finally:

@@ -50,4 +50,5 @@ def record(task: TaskSpec, variant: str, method: str, scores: Scores, evaluated:
         by_difficulty=scores.extra.get("by_difficulty"),
         self_consistency=scores.extra.get("self_consistency"),
         thinking=scores.extra.get("thinking"),
+        cluster=preds.cluster_by,
     )

@@ -61,7 +61,7 @@ class Scores:
 def score(task: TaskSpec, method: str, tally: Tally, labels: Sequence[str], *, n_boot: int, seed: int,
           n_samples: int = 1, temperature: float = 0.0) -> Scores:
     positive = list(labels).index(task.positive) if task.positive else None
-    preds = predictions(tally.outcomes, labels, positive)
+    preds = predictions(tally.outcomes, labels, positive, cluster_by=task.cluster)
     metrics = compute_metrics(metrics_for(task.metrics, method), preds, n_boot=n_boot, seed=seed)
     extra: dict[str, Any] = {}
     if all(type(level) is int for level in tally.levels):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -22,7 +23,8 @@ class Instance:
     ``gold_text`` is the expected answer string; ``answer_values`` are the strings a generated answer is
     matched against, one per choice. Graded tasks also carry ``choice_scores`` (the numeric value of each
     choice) and ``gold_score`` (the document's graded score). ``messages`` is the same prompt as a conversation
-    (:mod:`evalsuite.prompting.chat`), for chat templates and chat APIs.
+    (:mod:`evalsuite.prompting.chat`), for chat templates and chat APIs. ``cluster`` is the document's cluster
+    key when the task names a cluster field (:meth:`PromptRenderer.cluster_of`).
     """
 
     doc_id: int
@@ -35,6 +37,7 @@ class Instance:
     choice_scores: tuple[float, ...] = ()
     gold_score: float | None = None
     messages: tuple[Message, ...] = ()
+    cluster: str | None = None
 
 
 def _null_fields(doc: dict) -> str:
@@ -78,6 +81,7 @@ class PromptRenderer:
             if graded else None
         )
         self._inputs = [self._expression(e, "inputs") for e in task.inputs or ()]
+        self._cluster = self._expression(task.cluster, "cluster") if task.cluster else None
 
     def _expression(self, source: str, field: str) -> tuple[Callable[..., Any], str, str]:
         owner = self.prompt.path if field in ("fewshot_target", "answer.values") or (
@@ -142,6 +146,18 @@ class PromptRenderer:
             raise TemplateError(f"{self.task.path}: field 'inputs' is needed to classify documents of task "
                                 f"'{self.task.name}' with an encoder (e.g. inputs: [sentence1, sentence2])")
         return tuple(str(self._evaluate(expression, doc, doc_id)) for expression in self._inputs)
+
+    def cluster_of(self, doc: dict, doc_id: int) -> str | None:
+        """The document's cluster key (None when the task names no cluster field): the value as text, or for a
+        value longer than 64 characters (a shared passage) ``sha256:`` and 16 hex digits of its SHA-256."""
+        if self._cluster is None:
+            return None
+        value = self._evaluate(self._cluster, doc, doc_id)
+        if value is None or value == "":
+            raise TemplateError(f"{self.task.path}: field 'cluster' gives no value on document {doc_id} of task "
+                                f"'{self.task.name}': every document needs a cluster (a story id, a passage)")
+        key = str(value)
+        return key if len(key) <= 64 else "sha256:" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
 
     def gold_of(self, doc: dict, doc_id: int, choices: Sequence[str]) -> tuple[int, str]:
         """Gold index and gold answer text. A target is an index into the choices/labels or an answer string."""
@@ -245,4 +261,5 @@ class PromptRenderer:
             gold_score=gold_score,
             messages=conversation(self.chat, context, question, shots, preamble=prompt.preamble,
                                   separator=prompt.fewshot_separator),
+            cluster=self.cluster_of(doc, doc_id),
         )

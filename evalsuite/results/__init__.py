@@ -64,7 +64,8 @@ SCHEMA = {
     "several samples per document: self_consistency{samples, temperature, vote, agreement{value, low, high, "
     "definition}}; in runs with think: thinking{unit (tokens, or characters where the engine has no tokenizer), "
     "mean_thinking, mean_answer (mean lengths per document), unclosed_rate (share of generations whose thinking "
-    "never closed)}",
+    "never closed)}; for a task with a cluster field: cluster (the field; samples.jsonl records each document's "
+    "cluster key, and the intervals resample whole clusters)",
     "skipped": "tasks left out because their data could not be loaded (run with skip_unavailable): "
     "[{task, reason}]",
 }
@@ -322,12 +323,14 @@ _DESCRIBED = {"engine": (str, False), "dtype": (str, False), "finetuned": (dict,
 _FINETUNED = {"base": (str, True), "task": (str, True), "method": (str, True)}
 _EVALUATION = {"task": (str, True), "variant": (str, True), "main_metric": (str, True), "metrics": (dict, True),
                "n": (int, False), "category": (str, False), "hashes": (dict, False), "confusion": (dict, False),
-               "labels": (list, False), "positive": (int, False)}
+               "labels": (list, False), "positive": (int, False),
+               "cluster": (str, False)}
 _HASHES = {"data": (str, False)}
 _METRIC = {"value": (_NUMBER, False), "low": (_NUMBER, False), "high": (_NUMBER, False), "definition": (str, False)}
 _SAMPLE = {"task": (str, True), "variant": (str, True), "doc_id": (int, True), "pred": (int, True),
            "gold": (int, True), "correct": (bool, True), "doc_hash": (str, False), "pred_norm": (int, False),
-           "choices": (list, False), "logprobs": (list, False), "fewshot_ids": (list, False), "votes": (list, False)}
+           "choices": (list, False), "logprobs": (list, False), "fewshot_ids": (list, False), "votes": (list, False),
+           "cluster": (str, False)}
 
 
 def _kind(value: Any) -> str:

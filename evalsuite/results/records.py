@@ -38,7 +38,8 @@ class Sample:
     reasoning a server returned apart from the answer. With ``--think``, ``thinking`` holds the lengths of the
     thinking removed before extraction and of the answer left (``thinking``, ``answer``: per document, the
     mean over its samples), their ``unit`` (``tokens`` of the model's tokenizer, or ``characters`` when the
-    engine has none) and how many generations never closed their thinking (``unclosed``).
+    engine has none) and how many generations never closed their thinking (``unclosed``). ``cluster`` is the
+    document's cluster key when the task names a cluster field (documents sharing a story or a passage).
     """
 
     task: str
@@ -69,6 +70,7 @@ class Sample:
     difficulty: int | None = None
     score: float | None = None
     gold_score: float | None = None
+    cluster: str | None = None
 
     @property
     def generated(self) -> bool:
@@ -108,7 +110,7 @@ class Sample:
 _ORDER = ("task", "variant", "doc_id", "fewshot_ids", "prompt", "messages", "inputs", "choices", "pred_norm",
           "logprobs", "tokens", "greedy", "label_logprobs", "generation", "generations", "reasoning", "reasonings",
           "votes", "extracted", "thinking", "agreement", "pred", "gold", "gold_text", "correct", "doc_hash",
-          "difficulty", "score", "gold_score")
+          "difficulty", "score", "gold_score", "cluster")
 
 
 @dataclass(frozen=True)
@@ -122,17 +124,20 @@ class Outcome:
     gold_text: str
     score: float | None
     gold_score: float | None
+    cluster: str | None = None
 
     @classmethod
     def of(cls, sample: Sample) -> Outcome:
         # Interned: documents share the few distinct answer strings instead of holding a copy each.
         return cls(sample.pred, sample.gold, sample.pred_norm, sys.intern(str(sample.pred_text)),
-                   sys.intern(sample.gold_text), sample.score, sample.gold_score)
+                   sys.intern(sample.gold_text), sample.score, sample.gold_score,
+                   None if sample.cluster is None else sys.intern(sample.cluster))
 
 
 def predictions(outcomes: Sequence[Outcome], labels: Sequence[str], positive: int | None,
-                generated: bool = False) -> Predictions:
-    """The scoring input of an evaluation's outcomes, in document order."""
+                generated: bool = False, cluster_by: str | None = None) -> Predictions:
+    """The scoring input of an evaluation's outcomes, in document order; with cluster keys when every outcome
+    has one (``cluster_by``: the task's cluster field they come from)."""
     gold = np.array([o.gold for o in outcomes], dtype=np.int64)
     if (gold < 0).any():
         # Free-form targets: correctness is exact match of the answer, so code it as class 0 vs unparseable.
@@ -140,6 +145,8 @@ def predictions(outcomes: Sequence[Outcome], labels: Sequence[str], positive: in
     norm = [o.pred_norm for o in outcomes]
     scores = [o.score for o in outcomes]
     graded = bool(outcomes) and None not in scores
+    clusters = [o.cluster for o in outcomes]
+    clustered = bool(outcomes) and None not in clusters
     return Predictions(
         pred=np.array([o.pred for o in outcomes], dtype=np.int64),
         gold=gold,
@@ -151,6 +158,8 @@ def predictions(outcomes: Sequence[Outcome], labels: Sequence[str], positive: in
         gold_text=tuple(o.gold_text for o in outcomes),
         score=np.array(scores, dtype=np.float64) if graded else None,
         gold_score=np.array([o.gold_score for o in outcomes], dtype=np.float64) if graded else None,
+        clusters=tuple(clusters) if clustered else None,
+        cluster_by=cluster_by if clustered else None,
     )
 
 
@@ -177,11 +186,12 @@ class EvaluationRecord:
     by_difficulty: dict[str, Any] | None = None
     self_consistency: dict[str, Any] | None = None
     thinking: dict[str, Any] | None = None  # unit, mean_thinking, mean_answer, unclosed_rate (runs with --think)
+    cluster: str | None = None  # the task's cluster field, when its intervals resample clusters
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["labels"] = list(self.labels)
-        for key in ("by_difficulty", "self_consistency", "thinking"):
+        for key in ("by_difficulty", "self_consistency", "thinking", "cluster"):
             if out[key] is None:
                 del out[key]
         return out

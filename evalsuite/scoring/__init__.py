@@ -1,4 +1,4 @@
-"""Scoring: answer extraction, metrics with exact definitions, bootstrap intervals."""
+"""Scoring: answer extraction, metrics with exact definitions, bootstrap intervals, variance decomposition."""
 
 from evalsuite.scoring.consistency import AGREEMENT, VOTE_RULE, Vote, agreement_interval, majority_vote
 from evalsuite.scoring.extract import Thinking, answer_index, clean_generation, extract_answer, normalise, split_thinking
@@ -18,6 +18,7 @@ from evalsuite.scoring.metrics import (
     register_metric,
     resolve_metric,
 )
+from evalsuite.scoring.variance import VarianceDecomposition, variance_decomposition
 
 __all__ = [
     "AGREEMENT",
@@ -45,4 +46,6 @@ __all__ = [
     "register_metric",
     "resolve_metric",
     "split_thinking",
+    "VarianceDecomposition",
+    "variance_decomposition",
 ]

@@ -9,7 +9,7 @@ Metrics are looked up by name in :data:`METRICS`; :func:`register_metric` adds o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -60,6 +60,8 @@ class Predictions:
     gold_text: tuple[str, ...] | None = None
     score: np.ndarray | None = None  # float, predicted graded score (similarity tasks), see expected_score
     gold_score: np.ndarray | None = None  # float, gold graded score
+    clusters: tuple[str, ...] | None = None  # each document's cluster key; intervals then resample whole clusters
+    cluster_by: str | None = None  # what the keys are (the task's cluster field), for the interval's definition
 
     def __post_init__(self) -> None:
         k = int(self.n_classes)
@@ -89,12 +91,14 @@ class Predictions:
                 object.__setattr__(self, f, a)
                 if len(a) != n:
                     raise MetricError(f"Predictions.{f} has {len(a)} entries but gold has {n}")
-        for f in ("pred_text", "gold_text"):
+        for f in ("pred_text", "gold_text", "clusters"):
             t = getattr(self, f)
             if t is not None:
                 object.__setattr__(self, f, tuple(t))
                 if len(t) != n:
                     raise MetricError(f"Predictions.{f} has {len(t)} entries but gold has {n}")
+        if self.clusters is not None and not all(isinstance(c, str) for c in self.clusters):
+            raise MetricError("Predictions.clusters must hold one string key per document")
         if self.positive is not None and not 0 <= self.positive < k:
             raise MetricError(f"Predictions.positive={self.positive} is not a class index in [0, {k})")
 
@@ -380,9 +384,59 @@ def bootstrap_chunks(n: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:
     return (rng.integers(0, n, size=(min(rows, n_boot - start), n)) for start in range(0, n_boot, rows))
 
 
+def cluster_bootstrap_chunks(clusters: Sequence[Hashable], n_boot: int, seed: int) -> Iterator[np.ndarray]:
+    """Cluster-bootstrap resamples of documents keyed by ``clusters`` (one key per document): each resample
+    draws as many clusters as there are, with replacement, from Generator(PCG64(seed)), and keeps every
+    document of each cluster drawn (twice for a cluster drawn twice).
+
+    Resamples differ in size, so they come as ``(rows, size)`` blocks of document indices, one block per size
+    met in a chunk of at most ``_CHUNK // n`` resamples; a ``stat`` reduces each block as it does a document
+    bootstrap's. With every document its own cluster this is the document bootstrap (drawn differently).
+    """
+    _, codes = np.unique(np.asarray(clusters), return_inverse=True)
+    n = len(codes)
+    if n < 1:
+        raise MetricError("cannot bootstrap over 0 documents")
+    if n_boot < 1:
+        raise MetricError(f"n_boot must be >= 1, got {n_boot}")
+    members = np.argsort(codes, kind="stable")  # documents grouped by cluster
+    sizes = np.bincount(codes)
+    starts = np.cumsum(sizes) - sizes  # where each cluster's documents begin in ``members``
+    rng = np.random.Generator(np.random.PCG64(seed))
+    rows = max(1, _CHUNK // n)
+    for first in range(0, n_boot, rows):
+        draws = rng.integers(0, len(sizes), size=(min(rows, n_boot - first), len(sizes)))
+        lengths = sizes[draws].sum(axis=1)
+        for length in np.unique(lengths):
+            picked = draws[lengths == length].ravel()
+            counts = sizes[picked]
+            # position p of the flat block lies in drawn cluster j: members[starts[j] + p - (documents before j)]
+            shift = np.repeat(starts[picked] - (np.cumsum(counts) - counts), counts)
+            yield members[np.arange(counts.sum()) + shift].reshape(-1, length)
+
+
+def resamples(preds: Predictions, n_boot: int, seed: int) -> Iterator[np.ndarray]:
+    """The bootstrap resamples of ``preds``' documents: whole clusters when it has cluster keys
+    (:func:`cluster_bootstrap_chunks`), else single documents (:func:`bootstrap_chunks`)."""
+    if preds.clusters is None:
+        return bootstrap_chunks(preds.n, n_boot, seed)
+    return cluster_bootstrap_chunks(preds.clusters, n_boot, seed)
+
+
+def resampled_units(preds: Predictions) -> str:
+    """What the bootstrap resamples, for definitions: ``documents``, or e.g. ``73 clusters (field premises) of
+    204 documents, whole clusters drawn with replacement``."""
+    if preds.clusters is None:
+        return "documents"
+    by = f" (field {preds.cluster_by})" if preds.cluster_by else ""
+    return (f"{len(set(preds.clusters))} clusters{by} of {preds.n} documents, whole clusters drawn with "
+            "replacement")
+
+
 def compute_metrics(names: Sequence[str], preds: Predictions, *, n_boot: int = 1000,
                     confidence: float = 0.95, seed: int = 0) -> dict[str, MetricResult]:
-    """Point values and percentile-bootstrap intervals; all metrics share one set of resample indices."""
+    """Point values and percentile-bootstrap intervals; all metrics share one set of resample indices.
+    Predictions with cluster keys are resampled cluster by cluster (:func:`resamples`)."""
     if isinstance(names, str):
         names = [names]
     metrics = {nm: resolve_metric(nm) for nm in names}
@@ -391,10 +445,11 @@ def compute_metrics(names: Sequence[str], preds: Predictions, *, n_boot: int = 1
     if not 0 < confidence < 1:
         raise MetricError(f"confidence must be in (0, 1), got {confidence}")
     alpha = 1 - confidence
-    interval = f"{confidence * 100:g}% percentile bootstrap over documents, {n_boot} resamples, seed {seed}"
+    interval = (f"{confidence * 100:g}% percentile bootstrap over {resampled_units(preds)}, {n_boot} resamples, "
+                f"seed {seed}")
     per_doc = {nm: m.per_doc(preds) for nm, m in metrics.items()}
     boot: dict[str, list[np.ndarray]] = {nm: [] for nm in metrics}
-    for idx in bootstrap_chunks(preds.n, n_boot, seed):
+    for idx in resamples(preds, n_boot, seed):
         for nm, m in metrics.items():
             boot[nm].append(m.stat(per_doc[nm][idx], preds))
     out: dict[str, MetricResult] = {}

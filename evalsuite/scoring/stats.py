@@ -5,6 +5,8 @@
   (the same resampled documents for both), with a percentile interval and a two-sided p-value.
 - :func:`paired_test`: the test a metric calls for -- exact McNemar for per-document 0/1 metrics (accuracy,
   exact match), paired bootstrap for the rest (F1, MCC) -- with the bootstrap interval of the difference.
+  Documents with cluster keys (a task's cluster field) are resampled cluster by cluster, and the p-value is
+  then the paired cluster bootstrap's: McNemar assumes independent documents.
 - :func:`holm`: Holm's step-down adjustment of p-values for a family of tests.
 - :func:`kendall_tau_b`: rank agreement of two score lists, ties handled (tau-b).
 - :func:`fleiss_kappa`: chance-corrected agreement of several raters (here: prompt variants) per document.
@@ -20,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from evalsuite.errors import MetricError
-from evalsuite.scoring.metrics import Predictions, bootstrap_chunks, document_mean, resolve_metric
+from evalsuite.scoring.metrics import Predictions, document_mean, resampled_units, resamples, resolve_metric
 
 __all__ = ["PairedTest", "fleiss_kappa", "holm", "kendall_tau_b", "mcnemar_exact", "paired_bootstrap",
            "paired_test"]
@@ -56,21 +58,30 @@ def _check_paired(a: Predictions, b: Predictions) -> None:
                           "(they are not the same documents in the same order)")
 
 
+def _paired(a: Predictions, b: Predictions) -> Predictions:
+    """The side whose cluster keys the paired resamples follow: one that has them (A's when both do and agree)."""
+    if a.clusters is not None and b.clusters is not None and a.clusters != b.clusters:
+        raise MetricError("paired comparison: A and B put the same documents in different clusters (the task's "
+                          "cluster field changed between the runs); rerun one so that both use the same field")
+    return b if a.clusters is None else a
+
+
 def paired_bootstrap(metric_name: str, a: Predictions, b: Predictions, *, n_boot: int = 10000, seed: int = 0,
                      confidence: float = 0.95) -> tuple[float, float, float, float]:
     """(difference A − B, low, high, p) for ``metric_name`` by the paired percentile bootstrap.
 
-    Each resample draws documents with replacement (``bootstrap_chunks``) and scores A and B on the same
-    draw. The interval is the percentile interval of the resampled differences. The p-value tests
-    "no difference" by shifting the resampled differences to mean zero (the null): p = (1 + #{|δ* − δ| ≥ |δ|})
-    / (B + 1), so it is never 0 and equals 1 when δ = 0.
+    Each resample draws documents with replacement (whole clusters when either side has cluster keys:
+    :func:`~evalsuite.scoring.metrics.resamples`) and scores A and B on the same draw. The interval is the
+    percentile interval of the resampled differences. The p-value tests "no difference" by shifting the
+    resampled differences to mean zero (the null): p = (1 + #{|δ* − δ| ≥ |δ|}) / (B + 1), so it is never 0
+    and equals 1 when δ = 0.
     """
     _check_paired(a, b)
     delta = _value(metric_name, a) - _value(metric_name, b)
     metric = resolve_metric(metric_name)
     xa, xb = metric.per_doc(a), metric.per_doc(b)
     deltas = np.concatenate([metric.stat(xa[idx], a) - metric.stat(xb[idx], b)
-                             for idx in bootstrap_chunks(a.n, n_boot, seed)])
+                             for idx in resamples(_paired(a, b), n_boot, seed)])
     alpha = 1 - confidence
     low, high = np.quantile(deltas, [alpha / 2, 1 - alpha / 2])
     extreme = int(np.count_nonzero(np.abs(deltas - delta) >= abs(delta) - 1e-12))
@@ -89,7 +100,7 @@ class PairedTest:
     low: float  # interval of the difference
     high: float
     p_value: float
-    test: str  # "exact McNemar" or "paired bootstrap"
+    test: str  # "exact McNemar", "paired bootstrap" or "paired cluster bootstrap"
     only_a: int | None  # McNemar: documents only A gets right
     only_b: int | None  # McNemar: documents only B gets right
     definition: str
@@ -107,11 +118,19 @@ def _is_binary(metric_name: str, *preds: Predictions) -> bool:
 def paired_test(metric_name: str, a: Predictions, b: Predictions, *, n_boot: int = 10000, seed: int = 0,
                 confidence: float = 0.95) -> PairedTest:
     """Exact McNemar for 0/1 per-document metrics, paired bootstrap otherwise; the interval is always the
-    paired percentile bootstrap of A − B."""
+    paired percentile bootstrap of A − B. Clustered documents get the paired cluster bootstrap's p-value
+    whatever the metric."""
     delta, low, high, p_boot = paired_bootstrap(metric_name, a, b, n_boot=n_boot, seed=seed, confidence=confidence)
     value_a, value_b = _value(metric_name, a), _value(metric_name, b)
-    interval = (f"{confidence * 100:g}% paired percentile bootstrap interval of A − B over documents "
-                f"({n_boot} resamples, seed {seed})")
+    units = _paired(a, b)
+    interval = (f"{confidence * 100:g}% paired percentile bootstrap interval of A − B over "
+                f"{resampled_units(units)} ({n_boot} resamples, seed {seed})")
+    if units.clusters is not None:
+        return PairedTest(metric_name, a.n, value_a, value_b, delta, low, high, p_boot, "paired cluster bootstrap",
+                          None, None,
+                          f"{metric_name} difference A − B on the {a.n} paired documents; p: two-sided paired "
+                          "cluster bootstrap test, (1 + #{|δ* − δ| ≥ |δ|}) / (B + 1) over the resampled "
+                          f"differences δ* (documents of a cluster are not independent, so no McNemar); {interval}")
     if _is_binary(metric_name, a, b):
         per_doc = resolve_metric(metric_name).per_doc
         xa, xb = per_doc(a), per_doc(b)

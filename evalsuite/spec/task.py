@@ -46,6 +46,11 @@ is false are dropped when a split is loaded, e.g. SNLI's unlabelled ``label == -
 (for similarity ratings: ``values``, the numeric value of each choice, and ``gold``, the document's graded
 score; the pipeline then predicts a score per document, see :mod:`evalsuite.scoring.metrics`). Optional
 ``inputs`` (one or two Jinja expressions) give the text or text pair an encoder classifies when fine-tuned.
+Optional ``cluster`` (a Jinja expression, e.g. a story id or a shared passage) groups documents that are not
+independent: each sample records its document's cluster, and intervals and paired tests resample whole
+clusters (:func:`evalsuite.scoring.metrics.cluster_bootstrap_chunks`)::
+
+      cluster: premises   # FOLIO: the conclusions drawn from one story's premises
 """
 
 from __future__ import annotations
@@ -183,6 +188,8 @@ class TaskSpec:
     graded: GradedScore | None = None
     # Jinja expressions giving an encoder's input text (one) or text pair (two); classification fine-tuning.
     inputs: tuple[str, ...] | None = None
+    # Jinja expression giving a document's cluster (documents sharing a story or passage): intervals resample clusters.
+    cluster: str | None = None
 
     def prompt(self, name: str) -> PromptSpec:
         for prompt in self.prompts:
@@ -434,6 +441,9 @@ def load_task(path: Path, prompt_dirs: list[Path]) -> TaskSpec:
     doc_filter = f.get("filter", str, None)
     if doc_filter is not None:
         _check_expression(f, "filter", doc_filter)
+    cluster = f.get("cluster", str, None)
+    if cluster is not None:
+        _check_expression(f, "cluster", cluster)
     graded = _graded(f.sub("graded", None))
 
     prompt_names = f.strings("prompts")
@@ -473,6 +483,7 @@ def load_task(path: Path, prompt_dirs: list[Path]) -> TaskSpec:
         filter=doc_filter,
         graded=graded,
         inputs=inputs,
+        cluster=cluster,
     )
     f.finish()
     return task
