@@ -1,5 +1,5 @@
-"""The command line: ``evalsuite tasks | show | check | new-task | run | finetune | leaderboard | report | compare |
-cache``.
+"""The command line: ``evalsuite tasks | show | check | new-task | run | merge | finetune | leaderboard | report |
+compare | cache``.
 
 Heavy libraries are imported inside the commands, so listing tasks or asking for help starts fast.
 Errors of the :class:`~evalsuite.errors.EvalsuiteError` family print one line and exit with status 2, and so does
@@ -151,6 +151,9 @@ def _run_command(commands: Any) -> None:
                      help="generation prompts: N sampled answers per document, majority vote (needs --temperature > 0)")
     run.add_argument("--temperature", type=float, default=0.0, metavar="T",
                      help="generation prompts: sampling temperature (default 0: greedy)")
+    run.add_argument("--shard", default=None, metavar="I/N",
+                     help="evaluate only the I-th of N contiguous parts of each task's documents (I from 0), for "
+                          "a cluster's array jobs; 'evalsuite merge' combines the N shard folders into the run")
     run.add_argument("--output", type=Path, default=Path("results"), help="folder for run folders (default: results/)")
     run.add_argument("--no-progress", action="store_true")
     run.add_argument("--skip-unavailable", action="store_true",
@@ -160,6 +163,14 @@ def _run_command(commands: Any) -> None:
     _cache_dir(run)
     _task_dirs(run)
     _data_dir(run)
+
+
+def _merge_command(commands: Any) -> None:
+    """The ``merge`` command's arguments."""
+    merge = commands.add_parser("merge", help="combine the shard folders of a run (run --shard I/N) into one run")
+    merge.add_argument("shards", nargs="+", type=Path, metavar="SHARD_DIR", help="the run folder of every shard")
+    merge.add_argument("--output", type=Path, default=Path("results"),
+                       help="folder for the merged run's folder (default: results/)")
 
 
 def _finetune_command(commands: Any) -> None:
@@ -259,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     _check_command(commands)
     _new_task_command(commands)
     _run_command(commands)
+    _merge_command(commands)
     _finetune_command(commands)
     _leaderboard_command(commands)
     _report_command(commands)
@@ -384,21 +396,39 @@ def cmd_run(args: argparse.Namespace) -> int:
         skip_unavailable=args.skip_unavailable, cache=False if args.no_cache else (args.cache_dir or True),
         engine_args=engine_args, system_prompt=args.system_prompt, fewshot_as_multiturn=args.fewshot_as_multiturn,
         max_new_tokens=args.max_new_tokens, think=args.think or args.think_tags is not None,
-        think_tags=tuple(args.think_tags or THINK_TAGS),
+        think_tags=tuple(args.think_tags or THINK_TAGS), shard=args.shard,
     )
-    for ev in result.record["evaluations"]:
-        main = ev["metrics"][ev["main_metric"]]
-        print(f"{ev['task']:<20} {ev['variant']:<10} n={ev['n']:<5} {ev['main_metric']}={main['value']:.3f} "
-              f"[{main['low']:.3f}, {main['high']:.3f}]")
-    for skipped in result.record.get("skipped", []):
-        print(f"skipped {skipped['task']}: {skipped['reason']}")
-    if len({ev["variant"] for ev in result.record["evaluations"]}) > 1:
+    _print_evaluations(result.record)
+    shard = result.record.get("shard")
+    if shard:
+        print(f"shard {shard['index']}/{shard['count']}: its metrics cover its part of the documents; "
+              "'evalsuite merge' combines the folders of all its shards into the run")
+    elif len({ev["variant"] for ev in result.record["evaluations"]}) > 1:
         from evalsuite.leaderboard import gather
         from evalsuite.leaderboard.variants import render_variants
 
         print()
         print(render_variants(gather([result.path])))
     print(f"results: {result.path}")
+    return 0
+
+
+def _print_evaluations(record: dict) -> None:
+    """A line per evaluation with its main metric, and the tasks skipped."""
+    for ev in record["evaluations"]:
+        main = ev["metrics"][ev["main_metric"]]
+        print(f"{ev['task']:<20} {ev['variant']:<10} n={ev['n']:<5} {ev['main_metric']}={main['value']:.3f} "
+              f"[{main['low']:.3f}, {main['high']:.3f}]")
+    for skipped in record.get("skipped", []):
+        print(f"skipped {skipped['task']}: {skipped['reason']}")
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from evalsuite.pipeline.merge import merge
+
+    result = merge(args.shards, args.output)
+    _print_evaluations(result.record)
+    print(f"merged {len(result.record['merged_from'])} shards: {result.path}")
     return 0
 
 
@@ -502,7 +532,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"tasks": cmd_tasks, "show": cmd_show, "check": cmd_check, "new-task": cmd_new_task, "run": cmd_run,
-            "finetune": cmd_finetune, "leaderboard": cmd_leaderboard, "report": cmd_report, "compare": cmd_compare,
+            "merge": cmd_merge, "finetune": cmd_finetune, "leaderboard": cmd_leaderboard, "report": cmd_report, "compare": cmd_compare,
             "cache": cmd_cache}
 
 

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from evalsuite.errors import EvalsuiteError
-from evalsuite.results import atomic_write_text, find_runs, make_folder, read_run
+from evalsuite.results import atomic_write_text, find_runs, make_folder, read_whole_run
 from evalsuite.spec import CATEGORIES, setting_label
 
 __all__ = ["CATEGORIES", "DEFINITIONS", "gather", "gather_published", "leaderboard_table", "build_leaderboard",
@@ -67,7 +67,7 @@ def _relative(path: str) -> str:
 
 def _rows(folder: Path, metric: str | None = None, absolute_paths: bool = True) -> list[dict[str, Any]]:
     """Long-table rows of one run folder: ``metric`` where an evaluation has it, else its main metric."""
-    record = read_run(folder)  # checked: every field used below is there, with its type
+    record = read_whole_run(folder)  # checked: every field used below is there, with its type; no shard
     cfg, described = record["config"], record.get("model") or {}
     shown = str if absolute_paths else _relative
     model, adapter = shown(cfg["model"]), shown(cfg.get("adapter") or "")

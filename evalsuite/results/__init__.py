@@ -67,6 +67,11 @@ SCHEMA = {
     "never closed)}",
     "skipped": "tasks left out because their data could not be loaded (run with skip_unavailable): "
     "[{task, reason}]",
+    "shard": "only in a shard's record (a run with shard i/N): index, count, and documents{task: {total, start, "
+    "stop}}, the documents start to stop - 1 of the task's total it evaluated; its metrics cover those alone, so "
+    "readers of whole runs (leaderboard, report, compare) refuse it until 'evalsuite merge' combines the set",
+    "merged_from": "only in a record made by 'evalsuite merge': the run ids of its shards, in shard order; its "
+    "timings and cache counts are the shards' sums, each evaluation's timing_s too",
 }
 
 
@@ -286,6 +291,18 @@ def read_run(folder: Path) -> dict[str, Any]:
     return upgrade_v1(record) if version == 1 else record
 
 
+def read_whole_run(folder: Path) -> dict[str, Any]:
+    """A run's ``results.json`` (see :func:`read_run`), refused when it is a shard: its metrics cover a part of
+    the documents, and only the merged set stands for the run."""
+    record = read_run(folder)
+    shard = record.get("shard")
+    if shard is not None:
+        raise EvalsuiteError(f"{folder}: shard {shard['index']}/{shard['count']} of a run, not a whole run: "
+                             "combine its set with 'evalsuite merge SHARD_FOLDER... --output DIR' and keep shard "
+                             "folders out of the folders read here")
+    return record
+
+
 def read_samples(folder: Path) -> list[dict[str, Any]]:
     """A run's ``samples.jsonl``, each line checked to have the fields its readers rely on."""
     path = Path(folder) / "samples.jsonl"
@@ -315,7 +332,8 @@ _NOT_OURS = ("; the file was damaged or not written by this version of evalsuite
 _NUMBER = (int, float)
 # The layout readers rely on: field -> (types, required). Other fields are free.
 _RUN = {"run_id": (str, True), "created": (str, True), "config": (dict, True), "model": (dict, False),
-        "evaluations": (list, True), "skipped": (list, False)}
+        "evaluations": (list, True), "skipped": (list, False), "shard": (dict, False)}
+_SHARD = {"index": (int, True), "count": (int, True), "documents": (dict, True)}
 _CONFIG = {"model": (str, True), "adapter": (str, False), "mode": (str, False), "shots": (int, False),
            "engine": (str, False), "dtype": (str, False)}
 _DESCRIBED = {"engine": (str, False), "dtype": (str, False), "finetuned": (dict, False)}
@@ -370,6 +388,9 @@ def _record_problem(record: dict[str, Any]) -> str | None:
                or _fields_problem(described, _DESCRIBED, "model."))
     if problem:
         return problem
+    if record.get("shard") is not None:
+        if problem := _fields_problem(record["shard"], _SHARD, "shard."):
+            return problem
     if described.get("finetuned") is not None:
         if problem := _fields_problem(described["finetuned"], _FINETUNED, "model.finetuned."):
             return problem
