@@ -248,7 +248,8 @@ def _compare_command(commands: Any) -> None:
 
 def _cache_command(commands: Any) -> None:
     """The ``cache`` command's arguments."""
-    cache = commands.add_parser("cache", help="size of the request cache and entries per model; clear it")
+    cache = commands.add_parser("cache", help="size of the request cache and entries per model; clear it; merge others "
+                                "into it")
     cache_commands = cache.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
     info = cache_commands.add_parser("info", help="location, size, entries per model")
     info.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -259,6 +260,11 @@ def _cache_command(commands: Any) -> None:
     clear.add_argument("--model", default=None,
                        help="only this model's entries: its path as shown by 'cache info', or a fingerprint prefix")
     _cache_dir(clear)
+    merge = cache_commands.add_parser("merge", help="copy the answers of other request caches (one per machine or "
+                                      "shard, say) into this one; never share one cache over a network file system")
+    merge.add_argument("sources", nargs="+", type=Path, metavar="CACHE_DIR",
+                       help="a cache's folder (holding requests.sqlite), or the file itself")
+    _cache_dir(merge)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -517,6 +523,12 @@ def cmd_cache(args: argparse.Namespace) -> int:
         if args.cache_command == "clear":
             deleted = cache.clear(older_than_days=args.older_than, model=args.model)
             print(f"deleted {deleted} entries from {cache.path}; {len(cache)} left ({cache.size_bytes() / 1e6:.1f} MB)")
+            return 0
+        if args.cache_command == "merge":
+            for source in args.sources:
+                added, total = cache.merge_from(source)
+                print(f"{source}: {added} of its {total} entries added ({total - added} were there already)")
+            print(f"{cache.path}: {len(cache)} entries, {cache.size_bytes() / 1e6:.1f} MB")
             return 0
         models = cache.models()
         if args.json:

@@ -151,8 +151,8 @@ def _check_match(shard: _Shard, first: _Shard) -> None:
     found = _difference(identity(shard), identity(first))
     if found:
         where, mine, theirs = found
-        raise SpecError(f"{shard.name} is not a shard of the same run as {first.name}: {where} is {mine!r} there and "
-                        f"{theirs!r} in the other. Merge only shards run with the same command apart from --shard")
+        raise SpecError(f"{shard.name} and {first.name} are not shards of one run: {where} is {mine!r} in the first "
+                        f"and {theirs!r} in the second. Merge only shards run with the same command apart from --shard")
 
 
 def _difference(a: Any, b: Any, where: str = "") -> tuple[str, Any, Any] | None:
@@ -185,8 +185,8 @@ def _samples_by_evaluation(shard: _Shard) -> dict[tuple[str, str], list[dict[str
         if [s["doc_id"] for s in samples] != list(expected):
             raise SpecError(f"{shard.folder / 'samples.jsonl'}: task '{task}', variant '{variant}' should hold "
                             f"documents {expected.start} to {expected.stop - 1} of {part.get('total')} (shard "
-                            f"{shard.index}/{shard.count}), and holds {len(samples)} others: the shard folder was "
-                            "altered or left unfinished; run that shard again")
+                            f"{shard.index}/{shard.count}) in order, but its {len(samples)} samples are not those: the "
+                            "shard folder was altered; run that shard again")
     return groups
 
 
