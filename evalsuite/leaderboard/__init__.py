@@ -1,6 +1,7 @@
 """Leaderboard: gather complete runs into a long table, pivot it to a wide one, write Markdown, CSV and JSON.
 
-Only complete run folders are read (``find_runs`` skips ``*.partial``). When several runs hold the same
+Only complete run folders are read (``find_runs`` skips ``*.partial``), and whole runs only: a shard's folder
+(``run --shard``) is refused until ``evalsuite merge`` combines its set. When several runs hold the same
 (model, adapter, setting, prompt variant, task), the newest by ``created`` wins. Means over tasks are
 unweighted; their 95% intervals combine the per-task intervals as if the tasks were independent.
 

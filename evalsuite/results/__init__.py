@@ -334,6 +334,7 @@ _NUMBER = (int, float)
 _RUN = {"run_id": (str, True), "created": (str, True), "config": (dict, True), "model": (dict, False),
         "evaluations": (list, True), "skipped": (list, False), "shard": (dict, False)}
 _SHARD = {"index": (int, True), "count": (int, True), "documents": (dict, True)}
+_SHARD_PART = {"total": (int, True), "start": (int, True), "stop": (int, True)}
 _CONFIG = {"model": (str, True), "adapter": (str, False), "mode": (str, False), "shots": (int, False),
            "engine": (str, False), "dtype": (str, False)}
 _DESCRIBED = {"engine": (str, False), "dtype": (str, False), "finetuned": (dict, False)}
@@ -391,6 +392,9 @@ def _record_problem(record: dict[str, Any]) -> str | None:
     if record.get("shard") is not None:
         if problem := _fields_problem(record["shard"], _SHARD, "shard."):
             return problem
+        for task, part in record["shard"]["documents"].items():
+            if problem := _fields_problem(part, _SHARD_PART, f"shard.documents.{task}."):
+                return problem
     if described.get("finetuned") is not None:
         if problem := _fields_problem(described["finetuned"], _FINETUNED, "model.finetuned."):
             return problem
