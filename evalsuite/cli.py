@@ -544,8 +544,8 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"tasks": cmd_tasks, "show": cmd_show, "check": cmd_check, "new-task": cmd_new_task, "run": cmd_run,
-            "merge": cmd_merge, "finetune": cmd_finetune, "leaderboard": cmd_leaderboard, "report": cmd_report, "compare": cmd_compare,
-            "cache": cmd_cache}
+            "merge": cmd_merge, "finetune": cmd_finetune, "leaderboard": cmd_leaderboard, "report": cmd_report,
+            "compare": cmd_compare, "cache": cmd_cache}
 
 
 def _interrupted(args: argparse.Namespace) -> str:

@@ -28,7 +28,7 @@ from evalsuite.pipeline.chat import check_engine, check_prompts
 from evalsuite.pipeline.load import Splits, check_metrics, select_tasks, variants
 from evalsuite.pipeline.record import doc_hash, record, run_id
 from evalsuite.pipeline.check import answered_by_head, preflight
-from evalsuite.pipeline.render import Picks, chunks, fewshot_renderer, shard_range
+from evalsuite.pipeline.render import Picks, chunks, evaluated_range, fewshot_renderer
 from evalsuite.pipeline.score import Tally, score
 from evalsuite.prompting import ChatFormat, PromptRenderer
 from evalsuite.results import SCHEMA_VERSION, RunWriter
@@ -140,21 +140,15 @@ def _load(spec: RunSpec, splits: Splits) -> tuple[list[TaskSpec], list[dict[str,
     return selected, skipped
 
 
-def _documents(task: TaskSpec, splits: Splits, spec: RunSpec) -> range:
-    """The numbers of the task's documents this run evaluates (the first ``limit``, or the shard's part)."""
-    docs = splits(task, task.eval_split).docs
-    return shard_range(min(len(docs), spec.limit or len(docs)), spec.shard)
-
-
 def _shard_record(spec: RunSpec, tasks: list[TaskSpec], splits: Splits) -> dict[str, Any]:
     """The ``shard`` entry of a shard's results.json: which shard, and which documents of each task it holds
     out of how many (what ``evalsuite merge`` checks a set against)."""
     index, count = spec.shard
     documents = {}
     for task in tasks:
-        part = _documents(task, splits, replace(spec, shard=None))
-        mine = _documents(task, splits, spec)
-        documents[task.name] = {"total": len(part), "start": mine.start, "stop": mine.stop}
+        docs = splits(task, task.eval_split).docs
+        mine = evaluated_range(docs, spec.limit, spec.shard)
+        documents[task.name] = {"total": len(evaluated_range(docs, spec.limit)), "start": mine.start, "stop": mine.stop}
     return {"index": index, "count": count, "documents": documents}
 
 
@@ -176,7 +170,7 @@ def _evaluate_task(engine: Engine, task: TaskSpec, prompt: PromptSpec, splits: S
     render, pool = fewshot_renderer(task, renderer, splits, shots=spec.shots, seed=spec.seed,
                                     sampler=spec.fewshot_sampler, picks=picks)
     n_samples = spec.samples if prompt.method == "generation" else 1
-    n_docs = len(_documents(task, splits, spec))
+    n_docs = len(evaluated_range(evaluated.docs, spec.limit, spec.shard))
     bar = _progress_bar(n_docs * n_samples, f"{task.name}/{prompt.name}", spec.progress)
     tally = Tally()
     try:
@@ -228,7 +222,7 @@ def _classify_task(engine: Classifier, task: TaskSpec, splits: Splits, writer: R
     renderer = PromptRenderer(task, task.prompts[0])
     evaluated = splits(task, task.eval_split)
     to_head = [engine.labels.index(label) for label in task.labels]  # task label k is head output to_head[k]
-    n_docs = len(_documents(task, splits, spec))
+    n_docs = len(evaluated_range(evaluated.docs, spec.limit, spec.shard))
     bar = _progress_bar(n_docs, f"{task.name}/{CLASSIFIER_VARIANT}", spec.progress)
     tally = Tally()
     try:

@@ -12,7 +12,6 @@ prompt variant, zero-shot and few-shot.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -24,7 +23,7 @@ from evalsuite.engines.cache import RequestCache
 from evalsuite.engines.classifier import is_classifier
 from evalsuite.errors import EvalsuiteError, SpecError
 from evalsuite.pipeline.load import Splits, check_metrics, select_tasks, variants
-from evalsuite.pipeline.render import Picks, SplitLoader, fewshot_renderer, no_choices, numbered_docs, shard_range
+from evalsuite.pipeline.render import Picks, SplitLoader, evaluated_range, fewshot_renderer, no_choices, numbered_docs
 from evalsuite.prompting import ChatFormat, PromptRenderer
 from evalsuite.results import check_folder
 from evalsuite.spec import PromptSpec, RunSpec, TaskSpec
@@ -144,9 +143,10 @@ def check_inputs(task: TaskSpec, docs: Iterator[dict], problems: Problems, where
 
 def check_shard(task: TaskSpec, splits: SplitLoader, limit: int | None, shard: tuple[int, int]) -> None:
     """A shard gets at least one document of each task (a part with none could not be scored)."""
-    n_docs = min(len(splits(task, task.eval_split).docs), limit or math.inf)
-    if not shard_range(n_docs, shard):
+    docs = splits(task, task.eval_split).docs
+    if not evaluated_range(docs, limit, shard):
         index, count = shard
+        n_docs = len(evaluated_range(docs, limit))
         raise SpecError(f"--shard {index}/{count}: task '{task.name}' has {n_docs} documents to evaluate, too few "
                         f"for {count} shards: split the run into {n_docs} shards or fewer")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from evalsuite.data import Split
 from evalsuite.errors import SpecError
@@ -90,13 +90,18 @@ def shard_range(n_docs: int, shard: tuple[int, int] | None) -> range:
     return range(index * n_docs // count, (index + 1) * n_docs // count)
 
 
+def evaluated_range(docs: Sequence[dict], limit: int | None, shard: tuple[int, int] | None = None) -> range:
+    """The numbers of the documents a run evaluates: the first ``limit`` (all when None), or a shard's part."""
+    return shard_range(min(len(docs), limit or len(docs)), shard)
+
+
 def numbered_docs(docs: Iterable[dict], limit: int | None, shard: tuple[int, int] | None = None,
-              ) -> Iterator[tuple[int, dict]]:
-    """The documents a run evaluates, with their numbers: the first ``limit`` (all when None), or a shard's
-    part of them (``docs`` must then have a length)."""
+                  ) -> Iterator[tuple[int, dict]]:
+    """The documents a run evaluates with their numbers (see :func:`evaluated_range`; ``docs`` needs a length
+    only for a shard)."""
     if shard is None:
         return enumerate(itertools.islice(docs, limit))
-    part = shard_range(min(len(docs), limit or len(docs)), shard)  # type: ignore[arg-type]
+    part = evaluated_range(docs, limit, shard)  # type: ignore[arg-type]
     return itertools.islice(enumerate(docs), part.start, part.stop)
 
 
