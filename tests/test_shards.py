@@ -116,7 +116,7 @@ def test_merge_refuses_incomplete_duplicated_and_mismatched_sets(tmp_path, data_
 
     paths = [s.path for s in shards]
     message = refused(paths[0], paths[2])
-    assert "incomplete" in message and "1/3 missing" in message and "--shard 1/3" in message
+    assert "incomplete: shard 1/3 is missing (given: 0/3, 2/3): run the same command with --shard 1/3" in message
     message = refused(paths[0], paths[1], paths[1], paths[2])
     assert f"{paths[1]} (shard 1/3) is given twice" in message
     message = refused(paths[0], other_seed.path, paths[2])

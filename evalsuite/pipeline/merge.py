@@ -116,8 +116,10 @@ def complete_set(shards: Sequence[_Shard]) -> list[_Shard]:
     if missing:
         names = ", ".join(f"{i}/{first.count}" for i in missing)
         given = ", ".join(f"{i}/{first.count}" for i in sorted(by_index))
-        raise SpecError(f"the shard set is incomplete: shard(s) {names} missing (given: {given}). Run them (the same "
-                        f"command with --shard {missing[0]}/{first.count}, ...) and give their folders too")
+        runs = ", ".join(f"--shard {i}/{first.count}" for i in missing)
+        raise SpecError(f"the shard set is incomplete: {'shard' if len(missing) == 1 else 'shards'} {names} "
+                        f"{'is' if len(missing) == 1 else 'are'} missing (given: {given}): run the same command with "
+                        f"{runs}, then merge all {first.count} folders")
     return [by_index[i] for i in range(first.count)]
 
 
