@@ -6,8 +6,9 @@ model weights, engine, dtype and library versions, the same tasks, prompt varian
 and each shard holding exactly its part of the documents. Shard i holds a contiguous part of each task's
 documents (:func:`~evalsuite.pipeline.render.shard_range`), so the samples, taken shard after shard, are in the
 unsharded order; the run's own scoring code scores them again with the run's seed, so metrics and bootstrap
-intervals are those of the unsharded run. What differs from it: the run id, ``created``, the timings, the cache
-counts and ``merged_from`` (see :data:`evalsuite.results.SCHEMA`).
+intervals are those of the unsharded run given the same answers. What differs from it: the run id, ``created``,
+the timings, the cache counts and ``merged_from`` (see :data:`evalsuite.results.SCHEMA`); and, with an engine
+whose float arithmetic depends on which documents share a batch, log-likelihoods in their last digits.
 """
 
 from __future__ import annotations
