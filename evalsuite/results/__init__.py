@@ -42,7 +42,7 @@ _RUN_ID = re.compile(r"^\d{8}-\d{6}-(?P<config>.+-[0-9a-f]{8})(-\d+)?$")
 
 SCHEMA = {
     "schema_version": "integer, the version of this layout",
-    "run_id": "folder name: UTC time, model, mode and a short hash of the configuration",
+    "run_id": "folder name: UTC time, model, mode, shard<i>of<N> for a shard, and a short hash of the configuration",
     "created": "UTC time the run finished, ISO 8601",
     "config": "everything the run was asked for: model, engine, adapter, mode, shots, seed, tasks, prompts, "
     "limit, batch_size, dtype, data_dir, fewshot_sampler, chat_template, n_boot, data_seed (replaces generated "
