@@ -10,13 +10,14 @@ from evalsuite.engines import Engine
 from evalsuite.errors import SpecError
 from evalsuite.pipeline import RunResult, run
 from evalsuite.pipeline.check import check_fewshot_pool
+from evalsuite.pipeline.merge import merge
 from evalsuite.pipeline.load import Splits, select_tasks, variants
 from evalsuite.pipeline.render import render_instances
 from evalsuite.prompting import ChatFormat, PromptRenderer, chat_text
 from evalsuite.spec import RunSpec, TaskSpec, load_tasks
 from evalsuite.spec.run import read_system_prompt
 
-__all__ = ["RunResult", "RunSpec", "evaluate", "load_tasks", "select_tasks", "show_prompts"]
+__all__ = ["RunResult", "RunSpec", "evaluate", "load_tasks", "merge", "select_tasks", "show_prompts"]
 
 
 def evaluate(model: str | RunSpec, tasks: str | list[str] = "starter", *, engine: str | Engine = "hf",
@@ -42,6 +43,8 @@ def evaluate(model: str | RunSpec, tasks: str | list[str] = "starter", *, engine
     turns, both implying ``chat_template`` (the ``chat`` engine sends the conversation itself).
     ``max_new_tokens`` replaces every generation prompt's ``max_tokens``; ``think`` removes thinking between
     ``think_tags`` (and a server's ``reasoning_content``) before answers are read and records its length.
+    ``shard`` (``"i/N"``) evaluates the i-th of N contiguous parts of each task's documents and writes a shard's
+    run folder; :func:`merge` combines the folders of a complete set into the run.
     """
     if isinstance(model, RunSpec):
         if options or tasks != "starter":

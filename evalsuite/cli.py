@@ -1,5 +1,5 @@
-"""The command line: ``evalsuite tasks | show | check | new-task | run | finetune | leaderboard | report | compare |
-cache``.
+"""The command line: ``evalsuite tasks | show | check | new-task | run | merge | finetune | leaderboard | report |
+compare | cache``.
 
 Heavy libraries are imported inside the commands, so listing tasks or asking for help starts fast.
 Errors of the :class:`~evalsuite.errors.EvalsuiteError` family print one line and exit with status 2, and so does
@@ -151,6 +151,9 @@ def _run_command(commands: Any) -> None:
                      help="generation prompts: N sampled answers per document, majority vote (needs --temperature > 0)")
     run.add_argument("--temperature", type=float, default=0.0, metavar="T",
                      help="generation prompts: sampling temperature (default 0: greedy)")
+    run.add_argument("--shard", default=None, metavar="I/N",
+                     help="evaluate only the I-th of N contiguous parts of each task's documents (I from 0), for "
+                          "a cluster's array jobs; 'evalsuite merge' combines the N shard folders into the run")
     run.add_argument("--output", type=Path, default=Path("results"), help="folder for run folders (default: results/)")
     run.add_argument("--no-progress", action="store_true")
     run.add_argument("--skip-unavailable", action="store_true",
@@ -160,6 +163,14 @@ def _run_command(commands: Any) -> None:
     _cache_dir(run)
     _task_dirs(run)
     _data_dir(run)
+
+
+def _merge_command(commands: Any) -> None:
+    """The ``merge`` command's arguments."""
+    merge = commands.add_parser("merge", help="combine the shard folders of a run (run --shard I/N) into one run")
+    merge.add_argument("shards", nargs="+", type=Path, metavar="SHARD_DIR", help="the run folder of every shard")
+    merge.add_argument("--output", type=Path, default=Path("results"),
+                       help="folder for the merged run's folder (default: results/)")
 
 
 def _finetune_command(commands: Any) -> None:
@@ -237,7 +248,8 @@ def _compare_command(commands: Any) -> None:
 
 def _cache_command(commands: Any) -> None:
     """The ``cache`` command's arguments."""
-    cache = commands.add_parser("cache", help="size of the request cache and entries per model; clear it")
+    cache = commands.add_parser("cache", help="size of the request cache and entries per model; clear it; merge others "
+                                "into it")
     cache_commands = cache.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
     info = cache_commands.add_parser("info", help="location, size, entries per model")
     info.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -248,6 +260,11 @@ def _cache_command(commands: Any) -> None:
     clear.add_argument("--model", default=None,
                        help="only this model's entries: its path as shown by 'cache info', or a fingerprint prefix")
     _cache_dir(clear)
+    merge = cache_commands.add_parser("merge", help="copy the answers of other request caches (one per machine or "
+                                      "shard, say) into this one; never share one cache over a network file system")
+    merge.add_argument("sources", nargs="+", type=Path, metavar="CACHE_DIR",
+                       help="a cache's folder (holding requests.sqlite), or the file itself")
+    _cache_dir(merge)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -259,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     _check_command(commands)
     _new_task_command(commands)
     _run_command(commands)
+    _merge_command(commands)
     _finetune_command(commands)
     _leaderboard_command(commands)
     _report_command(commands)
@@ -368,7 +386,6 @@ def cmd_new_task(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from evalsuite.api import evaluate
-    from evalsuite.results.records import data_sources
     from evalsuite.spec import mode_and_shots
     from evalsuite.spec.run import THINK_TAGS
 
@@ -385,23 +402,43 @@ def cmd_run(args: argparse.Namespace) -> int:
         skip_unavailable=args.skip_unavailable, cache=False if args.no_cache else (args.cache_dir or True),
         engine_args=engine_args, system_prompt=args.system_prompt, fewshot_as_multiturn=args.fewshot_as_multiturn,
         max_new_tokens=args.max_new_tokens, think=args.think or args.think_tags is not None,
-        think_tags=tuple(args.think_tags or THINK_TAGS),
+        think_tags=tuple(args.think_tags or THINK_TAGS), shard=args.shard,
     )
-    for ev in result.record["evaluations"]:
-        main = ev["metrics"][ev["main_metric"]]
-        print(f"{ev['task']:<20} {ev['variant']:<10} n={ev['n']:<5} {ev['main_metric']}={main['value']:.3f} "
-              f"[{main['low']:.3f}, {main['high']:.3f}]")
-    for task, source in data_sources(result.record).items():
-        print(f"{task:<20} data: {source}")
-    for skipped in result.record.get("skipped", []):
-        print(f"skipped {skipped['task']}: {skipped['reason']}")
-    if len({ev["variant"] for ev in result.record["evaluations"]}) > 1:
+    _print_evaluations(result.record)
+    shard = result.record.get("shard")
+    if shard:
+        print(f"shard {shard['index']}/{shard['count']}: its metrics cover its part of the documents; "
+              "'evalsuite merge' combines the folders of all its shards into the run")
+    elif len({ev["variant"] for ev in result.record["evaluations"]}) > 1:
         from evalsuite.leaderboard import gather
         from evalsuite.leaderboard.variants import render_variants
 
         print()
         print(render_variants(gather([result.path])))
     print(f"results: {result.path}")
+    return 0
+
+
+def _print_evaluations(record: dict) -> None:
+    """A line per evaluation with its main metric, where each task's documents came from, and the tasks skipped."""
+    from evalsuite.results.records import data_sources
+
+    for ev in record["evaluations"]:
+        main = ev["metrics"][ev["main_metric"]]
+        print(f"{ev['task']:<20} {ev['variant']:<10} n={ev['n']:<5} {ev['main_metric']}={main['value']:.3f} "
+              f"[{main['low']:.3f}, {main['high']:.3f}]")
+    for task, source in data_sources(record).items():
+        print(f"{task:<20} data: {source}")
+    for skipped in record.get("skipped", []):
+        print(f"skipped {skipped['task']}: {skipped['reason']}")
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from evalsuite.pipeline.merge import merge
+
+    result = merge(args.shards, args.output)
+    _print_evaluations(result.record)
+    print(f"merged {len(result.record['merged_from'])} shards: {result.path}")
     return 0
 
 
@@ -491,6 +528,12 @@ def cmd_cache(args: argparse.Namespace) -> int:
             deleted = cache.clear(older_than_days=args.older_than, model=args.model)
             print(f"deleted {deleted} entries from {cache.path}; {len(cache)} left ({cache.size_bytes() / 1e6:.1f} MB)")
             return 0
+        if args.cache_command == "merge":
+            for source in args.sources:
+                added, total = cache.merge_from(source)
+                print(f"{source}: {added} of its {total} entries added ({total - added} were there already)")
+            print(f"{cache.path}: {len(cache)} entries, {cache.size_bytes() / 1e6:.1f} MB")
+            return 0
         models = cache.models()
         if args.json:
             print(json.dumps({"path": str(cache.path), "size_bytes": cache.size_bytes(),
@@ -505,8 +548,8 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"tasks": cmd_tasks, "show": cmd_show, "check": cmd_check, "new-task": cmd_new_task, "run": cmd_run,
-            "finetune": cmd_finetune, "leaderboard": cmd_leaderboard, "report": cmd_report, "compare": cmd_compare,
-            "cache": cmd_cache}
+            "merge": cmd_merge, "finetune": cmd_finetune, "leaderboard": cmd_leaderboard, "report": cmd_report,
+            "compare": cmd_compare, "cache": cmd_cache}
 
 
 def _interrupted(args: argparse.Namespace) -> str:

@@ -13,7 +13,12 @@ answer and nothing else:
   only within one engine.
 
 The engine's name is otherwise left out on purpose: log-likelihoods and greedy generations are shared
-by engines that receive the same token ids (``hf``, ``vllm``, ``server``). :class:`CachedEngine` wraps any
+by engines that receive the same token ids (``hf``, ``vllm``, ``server``).
+
+sqlite's locks and its write-ahead log's shared memory work between processes of one machine only: a cache
+must not be shared by machines over a network file system (NFS and the like), where it can be damaged. Runs on
+several machines (the shards of a run, say) each keep a cache of their own, and :meth:`RequestCache.merge_from`
+(``evalsuite cache merge``) gathers them afterwards. :class:`CachedEngine` wraps any
 engine: it answers what it can from the database, forwards only the misses, and stores each answer from
 the inner engine's ``progress`` callback, as soon as it is computed.
 
@@ -153,6 +158,30 @@ class RequestCache:
             for start in range(0, len(keys), _LOOKUP_CHUNK):
                 chunk = list(keys[start : start + _LOOKUP_CHUNK])
                 self._db.execute(f"DELETE FROM answers WHERE key IN ({','.join('?' * len(chunk))})", chunk)
+
+    def merge_from(self, source: str | Path) -> tuple[int, int]:
+        """Copy another cache's answers (``source``: its folder, or its ``requests.sqlite``) into this one; an
+        answer stored here already stays, as with :meth:`put`. Returns (answers added, answers in ``source``)."""
+        path = Path(source)
+        path = path / DB_NAME if path.is_dir() else path
+        if not path.is_file():
+            raise EngineError(f"{source}: no request cache there (no {DB_NAME}): give the --cache-dir folder of a run")
+        if path.resolve() == self.path.resolve():
+            raise EngineError(f"{source}: this is the cache merged into (--cache-dir): give the other caches")
+        with self._lock:
+            try:
+                self._db.execute("ATTACH DATABASE ? AS source", (str(path),))
+                try:
+                    total = self._db.execute("SELECT COUNT(*) FROM source.answers").fetchone()[0]
+                    added = self._db.execute(
+                        "INSERT OR IGNORE INTO answers (key, kind, model_sha256, model, answer, created) "
+                        "SELECT key, kind, model_sha256, model, answer, created FROM source.answers").rowcount
+                finally:
+                    self._db.execute("DETACH DATABASE source")
+            except sqlite3.Error as exc:
+                raise EngineError(f"{path}: cannot merge it into the request cache {self.path}: {exc}; is it an "
+                                  "evalsuite request cache?") from None
+        return added, total
 
     def __len__(self) -> int:
         with self._lock:

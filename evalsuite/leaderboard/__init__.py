@@ -1,6 +1,7 @@
 """Leaderboard: gather complete runs into a long table, pivot it to a wide one, write Markdown, CSV and JSON.
 
-Only complete run folders are read (``find_runs`` skips ``*.partial``). When several runs hold the same
+Only complete run folders are read (``find_runs`` skips ``*.partial``), and whole runs only: a shard's folder
+(``run --shard``) is refused until ``evalsuite merge`` combines its set. When several runs hold the same
 (model, adapter, setting, prompt variant, task), the newest by ``created`` wins. Means over tasks are
 unweighted; their 95% intervals combine the per-task intervals as if the tasks were independent.
 
@@ -20,7 +21,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from evalsuite.errors import EvalsuiteError
-from evalsuite.results import atomic_write_text, find_runs, make_folder, read_run
+from evalsuite.results import atomic_write_text, find_runs, make_folder, read_whole_run
 from evalsuite.spec import CATEGORIES, setting_label
 
 __all__ = ["CATEGORIES", "DEFINITIONS", "gather", "gather_published", "leaderboard_table", "build_leaderboard",
@@ -67,7 +68,7 @@ def _relative(path: str) -> str:
 
 def _rows(folder: Path, metric: str | None = None, absolute_paths: bool = True) -> list[dict[str, Any]]:
     """Long-table rows of one run folder: ``metric`` where an evaluation has it, else its main metric."""
-    record = read_run(folder)  # checked: every field used below is there, with its type
+    record = read_whole_run(folder)  # checked: every field used below is there, with its type; no shard
     cfg, described = record["config"], record.get("model") or {}
     shown = str if absolute_paths else _relative
     model, adapter = shown(cfg["model"]), shown(cfg.get("adapter") or "")

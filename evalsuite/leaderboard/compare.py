@@ -21,7 +21,7 @@ import pandas as pd
 
 from evalsuite.errors import EvalsuiteError, MetricError
 from evalsuite.leaderboard import gather
-from evalsuite.results import read_run, read_samples, records
+from evalsuite.results import read_samples, read_whole_run, records
 from evalsuite.results.records import Outcome, Sample
 from evalsuite.scoring import Predictions
 from evalsuite.scoring.stats import PairedTest, holm, paired_test
@@ -74,7 +74,7 @@ class Side:
 def load_run(folder: Path) -> list[Evaluation]:
     """Every evaluation of a run folder, with its samples."""
     folder = Path(folder)
-    record = read_run(folder)
+    record = read_whole_run(folder)
     samples = read_samples(folder)
     grouped: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for sample in samples:

@@ -28,7 +28,7 @@ from evalsuite.pipeline.chat import check_engine, check_prompts
 from evalsuite.pipeline.load import Splits, check_metrics, select_tasks, variants
 from evalsuite.pipeline.record import doc_hash, record, run_id
 from evalsuite.pipeline.check import answered_by_head, preflight
-from evalsuite.pipeline.render import Picks, chunks, fewshot_renderer
+from evalsuite.pipeline.render import Picks, chunks, evaluated_range, fewshot_renderer
 from evalsuite.pipeline.score import Tally, score
 from evalsuite.prompting import ChatFormat, PromptRenderer
 from evalsuite.results import SCHEMA_VERSION, RunWriter
@@ -83,7 +83,7 @@ def run(spec: RunSpec, engine: Engine | Classifier | None = None) -> RunResult:
 
     config = spec.config(described.get("engine", spec.engine), data_dir, [t.name for t in selected])
     writer = RunWriter(spec.output, run_id(datetime.now(timezone.utc), spec.model, spec.mode, spec.shots, config,
-                                           described.get("model_sha256")))
+                                           described.get("model_sha256"), spec.shard))
     evaluations = []
     try:
         for task, prompt in plan:
@@ -96,6 +96,7 @@ def run(spec: RunSpec, engine: Engine | Classifier | None = None) -> RunResult:
             "run_id": writer.run_id,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "config": config,
+            **({"shard": _shard_record(spec, selected, splits)} if spec.shard else {}),
             "model": described,
             "versions": library_versions(),
             "timings": {"engine_load_s": round(engine_load_s, 3), "total_s": round(time.perf_counter() - started, 3)},
@@ -139,6 +140,18 @@ def _load(spec: RunSpec, splits: Splits) -> tuple[list[TaskSpec], list[dict[str,
     return selected, skipped
 
 
+def _shard_record(spec: RunSpec, tasks: list[TaskSpec], splits: Splits) -> dict[str, Any]:
+    """The ``shard`` entry of a shard's results.json: which shard, and which documents of each task it holds
+    out of how many (what ``evalsuite merge`` checks a set against)."""
+    index, count = spec.shard
+    documents = {}
+    for task in tasks:
+        docs = splits(task, task.eval_split).docs
+        mine = evaluated_range(docs, spec.limit, spec.shard)
+        documents[task.name] = {"total": len(evaluated_range(docs, spec.limit)), "start": mine.start, "stop": mine.stop}
+    return {"index": index, "count": count, "documents": documents}
+
+
 def _with_cache(engine: Engine, cache: bool | Path) -> CachedEngine | None:
     if cache is False:
         return None
@@ -157,11 +170,11 @@ def _evaluate_task(engine: Engine, task: TaskSpec, prompt: PromptSpec, splits: S
     render, pool = fewshot_renderer(task, renderer, splits, shots=spec.shots, seed=spec.seed,
                                     sampler=spec.fewshot_sampler, picks=picks)
     n_samples = spec.samples if prompt.method == "generation" else 1
-    n_docs = min(len(evaluated.docs), spec.limit or len(evaluated.docs))
+    n_docs = len(evaluated_range(evaluated.docs, spec.limit, spec.shard))
     bar = _progress_bar(n_docs * n_samples, f"{task.name}/{prompt.name}", spec.progress)
     tally = Tally()
     try:
-        for chunk in chunks(evaluated.docs, spec.limit):
+        for chunk in chunks(evaluated.docs, spec.limit, spec.shard):
             instances = [render(doc, i) for i, doc in chunk]
             samples = answer(engine, task, prompt, instances, spec, n_samples=n_samples,
                              progress=(lambda i, answer: bar.update(1)) if bar else None)
@@ -209,11 +222,11 @@ def _classify_task(engine: Classifier, task: TaskSpec, splits: Splits, writer: R
     renderer = PromptRenderer(task, task.prompts[0])
     evaluated = splits(task, task.eval_split)
     to_head = [engine.labels.index(label) for label in task.labels]  # task label k is head output to_head[k]
-    n_docs = min(len(evaluated.docs), spec.limit or len(evaluated.docs))
+    n_docs = len(evaluated_range(evaluated.docs, spec.limit, spec.shard))
     bar = _progress_bar(n_docs, f"{task.name}/{CLASSIFIER_VARIANT}", spec.progress)
     tally = Tally()
     try:
-        for chunk in chunks(evaluated.docs, spec.limit):
+        for chunk in chunks(evaluated.docs, spec.limit, spec.shard):
             texts = [renderer.inputs_of(doc, i) for i, doc in chunk]
             golds = [renderer.gold_of(doc, i, renderer.choices_of(doc, i))[0] for i, doc in chunk]
             requests = [encode_texts(engine.tokenizer, t, engine.max_length) for t in texts]

@@ -12,7 +12,6 @@ prompt variant, zero-shot and few-shot.
 
 from __future__ import annotations
 
-import itertools
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -25,7 +24,7 @@ from evalsuite.engines.cache import RequestCache
 from evalsuite.engines.classifier import is_classifier
 from evalsuite.errors import EvalsuiteError, SpecError
 from evalsuite.pipeline.load import Splits, check_metrics, select_tasks, variants
-from evalsuite.pipeline.render import Picks, SplitLoader, fewshot_renderer, no_choices
+from evalsuite.pipeline.render import Picks, SplitLoader, evaluated_range, fewshot_renderer, no_choices, numbered_docs
 from evalsuite.prompting import ChatFormat, PromptRenderer
 from evalsuite.results import check_folder
 from evalsuite.spec import PromptSpec, RunSpec, TaskSpec
@@ -87,14 +86,19 @@ def preflight(plan: list[tuple[TaskSpec, PromptSpec]], splits: SplitLoader, spec
     """Check the run's documents, output folder and cache; return the few-shot choices made on the way."""
     picks: Picks = {}
     problems = Problems()  # the first problem stops the run
+    tasks = {task.name: task for task, _ in plan}.values()
+    if spec.shard is not None:
+        for task in tasks:
+            check_shard(task, splits, spec.limit, spec.shard)
     if by_head:  # as the classification stage reads each document
-        for task in {task.name: task for task, _ in plan}.values():
-            check_inputs(task, itertools.islice(splits(task, task.eval_split).docs, spec.limit), problems)
+        for task in tasks:
+            docs = (doc for _, doc in numbered_docs(splits(task, task.eval_split).docs, spec.limit, spec.shard))
+            check_inputs(task, docs, problems)
     else:  # as the render stage renders each document
         for task, prompt in plan:
             check_documents(task, prompt, splits, problems, shots=spec.shots, seed=spec.seed,
                             sampler=spec.fewshot_sampler, limit=spec.limit, picks=picks,
-                            chat=ChatFormat(spec.system_prompt, spec.fewshot_as_multiturn))
+                            chat=ChatFormat(spec.system_prompt, spec.fewshot_as_multiturn), shard=spec.shard)
     check_folder(spec.output)
     if spec.cache is not False:
         RequestCache(None if spec.cache is True else spec.cache).close()
@@ -103,9 +107,11 @@ def preflight(plan: list[tuple[TaskSpec, PromptSpec]], splits: SplitLoader, spec
 
 def check_documents(task: TaskSpec, prompt: PromptSpec, splits: SplitLoader, problems: Problems, *, shots: int,
                     seed: int, sampler: str | None, limit: int | None = None, picks: Picks | None = None,
-                    skip: Sequence[int] = (), chat: ChatFormat = ChatFormat()) -> set[int]:
-    """Render the evaluated documents (the first ``limit``, but those in ``skip``) through ``prompt`` with
-    ``shots`` examples each, as the render stage will; return the numbers of the documents that failed."""
+                    skip: Sequence[int] = (), chat: ChatFormat = ChatFormat(),
+                    shard: tuple[int, int] | None = None) -> set[int]:
+    """Render the evaluated documents (the first ``limit``, or the ``shard``'s part of them, but those in
+    ``skip``) through ``prompt`` with ``shots`` examples each, as the render stage will; return the numbers of
+    the documents that failed."""
     setting = f"{prompt.name}, {shots}-shot"
     with problems.of(task.name, f"split '{task.eval_split}', {setting}") as setup:
         evaluated = splits(task, task.eval_split)
@@ -116,7 +122,7 @@ def check_documents(task: TaskSpec, prompt: PromptSpec, splits: SplitLoader, pro
         return set()
     where = f"{_named(evaluated)}, {setting}"
     failed, skip = set(), set(skip)
-    for i, doc in enumerate(itertools.islice(evaluated.docs, limit)):
+    for i, doc in numbered_docs(evaluated.docs, limit, shard):
         if i in skip:
             continue
         problems.rendered += 1
@@ -141,6 +147,16 @@ def check_inputs(task: TaskSpec, docs: Iterator[dict], problems: Problems, where
         with problems.of(task.name, where):
             renderer.inputs_of(doc, i)
             renderer.gold_of(doc, i, renderer.choices_of(doc, i))
+
+
+def check_shard(task: TaskSpec, splits: SplitLoader, limit: int | None, shard: tuple[int, int]) -> None:
+    """A shard gets at least one document of each task (a part with none could not be scored)."""
+    docs = splits(task, task.eval_split).docs
+    if not evaluated_range(docs, limit, shard):
+        index, count = shard
+        n_docs = len(evaluated_range(docs, limit))
+        raise SpecError(f"--shard {index}/{count}: task '{task.name}' has {n_docs} documents to evaluate, too few "
+                        f"for {count} shards: split the run into {n_docs} shards or fewer")
 
 
 def check_fewshot_pool(task: TaskSpec, splits: SplitLoader, shots: int) -> None:

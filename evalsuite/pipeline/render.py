@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from evalsuite.data import Split
 from evalsuite.errors import SpecError
@@ -78,9 +78,37 @@ def no_choices(task: TaskSpec, prompt: PromptSpec) -> SpecError:
     return SpecError(f"{task.path}: task '{task.name}' has no 'choices' for log-likelihood prompt {prompt.path}")
 
 
-def chunks(docs: Iterable[dict], limit: int | None) -> Iterator[list[tuple[int, dict]]]:
-    """The first ``limit`` documents (all when None) with their indices, ``CHUNK_DOCS`` at a time."""
-    numbered = enumerate(itertools.islice(docs, limit))
+def shard_range(n_docs: int, shard: tuple[int, int] | None) -> range:
+    """The indices a run evaluates of its ``n_docs`` documents: all, or shard ``(i, N)``'s contiguous part.
+
+    Shard i of N takes documents ⌊i·n/N⌋ to ⌊(i+1)·n/N⌋ (excluded) of the evaluated order, so the N parts
+    tile the documents, differ in size by one at most, and put back in shard order give the unsharded order.
+    A document's number (and so its few-shot examples) is the same in a shard as in the whole run."""
+    if shard is None:
+        return range(n_docs)
+    index, count = shard
+    return range(index * n_docs // count, (index + 1) * n_docs // count)
+
+
+def evaluated_range(docs: Sequence[dict], limit: int | None, shard: tuple[int, int] | None = None) -> range:
+    """The numbers of the documents a run evaluates: the first ``limit`` (all when None), or a shard's part."""
+    return shard_range(min(len(docs), limit or len(docs)), shard)
+
+
+def numbered_docs(docs: Iterable[dict], limit: int | None, shard: tuple[int, int] | None = None,
+                  ) -> Iterator[tuple[int, dict]]:
+    """The documents a run evaluates with their numbers (see :func:`evaluated_range`; ``docs`` needs a length
+    only for a shard)."""
+    if shard is None:
+        return enumerate(itertools.islice(docs, limit))
+    part = evaluated_range(docs, limit, shard)  # type: ignore[arg-type]
+    return itertools.islice(enumerate(docs), part.start, part.stop)
+
+
+def chunks(docs: Iterable[dict], limit: int | None, shard: tuple[int, int] | None = None,
+           ) -> Iterator[list[tuple[int, dict]]]:
+    """The documents a run evaluates (see :func:`numbered_docs`) with their numbers, ``CHUNK_DOCS`` at a time."""
+    numbered = numbered_docs(docs, limit, shard)
     while chunk := list(itertools.islice(numbered, CHUNK_DOCS)):
         yield chunk
 

@@ -61,8 +61,17 @@ class Scores:
 def score(task: TaskSpec, method: str, tally: Tally, labels: Sequence[str], *, n_boot: int, seed: int,
           n_samples: int = 1, temperature: float = 0.0) -> Scores:
     positive = list(labels).index(task.positive) if task.positive else None
-    preds = predictions(tally.outcomes, labels, positive, cluster_by=task.cluster)
-    metrics = compute_metrics(metrics_for(task.metrics, method), preds, n_boot=n_boot, seed=seed)
+    return score_tally(metrics_for(task.metrics, method), positive, tally, labels, n_boot=n_boot, seed=seed,
+                       n_samples=n_samples, temperature=temperature, cluster_by=task.cluster)
+
+
+def score_tally(metric_names: Sequence[str], positive: int | None, tally: Tally, labels: Sequence[str], *,
+                n_boot: int, seed: int, n_samples: int = 1, temperature: float = 0.0,
+                cluster_by: str | None = None) -> Scores:
+    """The metrics (with intervals) and breakdowns of a tally: how a run scores an evaluation, and how
+    ``evalsuite merge`` scores the samples of its shards again."""
+    preds = predictions(tally.outcomes, labels, positive, cluster_by=cluster_by)
+    metrics = compute_metrics(metric_names, preds, n_boot=n_boot, seed=seed)
     extra: dict[str, Any] = {}
     if all(type(level) is int for level in tally.levels):
         extra["by_difficulty"] = accuracy_by_group(preds, tally.levels, n_boot=n_boot, seed=seed)

@@ -42,7 +42,7 @@ _RUN_ID = re.compile(r"^\d{8}-\d{6}-(?P<config>.+-[0-9a-f]{8})(-\d+)?$")
 
 SCHEMA = {
     "schema_version": "integer, the version of this layout",
-    "run_id": "folder name: UTC time, model, mode and a short hash of the configuration",
+    "run_id": "folder name: UTC time, model, mode, shard<i>of<N> for a shard, and a short hash of the configuration",
     "created": "UTC time the run finished, ISO 8601",
     "config": "everything the run was asked for: model, engine, adapter, mode, shots, seed, tasks, prompts, "
     "limit, batch_size, dtype, data_dir, fewshot_sampler, chat_template, n_boot, data_seed (replaces generated "
@@ -68,6 +68,11 @@ SCHEMA = {
     "cluster key, and the intervals resample whole clusters)",
     "skipped": "tasks left out because their data could not be loaded (run with skip_unavailable): "
     "[{task, reason}]",
+    "shard": "only in a shard's record (a run with shard i/N): index, count, and documents{task: {total, start, "
+    "stop}}, the documents start to stop - 1 of the task's total it evaluated; its metrics cover those alone, so "
+    "readers of whole runs (leaderboard, report, compare) refuse it until 'evalsuite merge' combines the set",
+    "merged_from": "only in a record made by 'evalsuite merge': the run ids of its shards, in shard order; its "
+    "timings and cache counts are the shards' sums, each evaluation's timing_s too",
 }
 
 
@@ -287,6 +292,18 @@ def read_run(folder: Path) -> dict[str, Any]:
     return upgrade_v1(record) if version == 1 else record
 
 
+def read_whole_run(folder: Path) -> dict[str, Any]:
+    """A run's ``results.json`` (see :func:`read_run`), refused when it is a shard: its metrics cover a part of
+    the documents, and only the merged set stands for the run."""
+    record = read_run(folder)
+    shard = record.get("shard")
+    if shard is not None:
+        raise EvalsuiteError(f"{folder}: shard {shard['index']}/{shard['count']} of a run, not a whole run: "
+                             "combine its set with 'evalsuite merge SHARD_FOLDER... --output DIR' and keep shard "
+                             "folders out of the folders read here")
+    return record
+
+
 def read_samples(folder: Path) -> list[dict[str, Any]]:
     """A run's ``samples.jsonl``, each line checked to have the fields its readers rely on."""
     path = Path(folder) / "samples.jsonl"
@@ -316,7 +333,9 @@ _NOT_OURS = ("; the file was damaged or not written by this version of evalsuite
 _NUMBER = (int, float)
 # The layout readers rely on: field -> (types, required). Other fields are free.
 _RUN = {"run_id": (str, True), "created": (str, True), "config": (dict, True), "model": (dict, False),
-        "evaluations": (list, True), "skipped": (list, False)}
+        "evaluations": (list, True), "skipped": (list, False), "shard": (dict, False)}
+_SHARD = {"index": (int, True), "count": (int, True), "documents": (dict, True)}
+_SHARD_PART = {"total": (int, True), "start": (int, True), "stop": (int, True)}
 _CONFIG = {"model": (str, True), "adapter": (str, False), "mode": (str, False), "shots": (int, False),
            "engine": (str, False), "dtype": (str, False)}
 _DESCRIBED = {"engine": (str, False), "dtype": (str, False), "finetuned": (dict, False)}
@@ -373,6 +392,12 @@ def _record_problem(record: dict[str, Any]) -> str | None:
                or _fields_problem(described, _DESCRIBED, "model."))
     if problem:
         return problem
+    if record.get("shard") is not None:
+        if problem := _fields_problem(record["shard"], _SHARD, "shard."):
+            return problem
+        for task, part in record["shard"]["documents"].items():
+            if problem := _fields_problem(part, _SHARD_PART, f"shard.documents.{task}."):
+                return problem
     if described.get("finetuned") is not None:
         if problem := _fields_problem(described["finetuned"], _FINETUNED, "model.finetuned."):
             return problem

@@ -49,6 +49,19 @@ def setting_label(mode: str | None, shots: int | None) -> str:
     return str(mode or "zero-shot")
 
 
+def parse_shard(value: str | Sequence[int] | None) -> tuple[int, int] | None:
+    """A shard as ``(index, count)``, from ``"i/N"`` or a pair; None for a whole run. :class:`SpecError` unless
+    0 <= index < count."""
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else "/".join(map(str, value))
+    found = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not found or not int(found[1]) < int(found[2]):
+        raise SpecError(f"--shard {text}: expected INDEX/COUNT with 0 <= INDEX < COUNT, e.g. --shard 0/4 for the "
+                        "first of four shards")
+    return int(found[1]), int(found[2])
+
+
 def read_system_prompt(value: str | None) -> str | None:
     """A system prompt given as text, or as ``@FILE``: the file's text (UTF-8, without its final newline)."""
     if value is None or not value.startswith("@"):
@@ -95,6 +108,7 @@ class RunSpec:
     max_new_tokens: int | None = None  # None: each generation prompt's own max_tokens
     think: bool = False
     think_tags: tuple[str, str] = THINK_TAGS
+    shard: str | tuple[int, int] | None = None  # "i/N" or (i, N): the i-th of N parts of the documents
 
     def __post_init__(self) -> None:
         mode, shots = mode_and_shots(self.mode, self.shots)
@@ -123,6 +137,7 @@ class RunSpec:
             raise SpecError(f"--think-tags {' '.join(map(str, tags))}: give two different, non-empty tags, the one "
                             "opening and the one closing a thinking block (default: <think> </think>)")
         set_("think_tags", tags)
+        set_("shard", parse_shard(self.shard))
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise SpecError(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
         for option, value in (("--limit", self.limit), ("--batch-size", self.batch_size), ("--bootstrap", self.n_boot)):
