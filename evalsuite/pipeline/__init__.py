@@ -100,6 +100,7 @@ def run(spec: RunSpec, engine: Engine | Classifier | None = None) -> RunResult:
             "versions": library_versions(),
             "timings": {"engine_load_s": round(engine_load_s, 3), "total_s": round(time.perf_counter() - started, 3)},
             "cache": cached.summary() if cached else None,
+            "endpoints": _endpoint_stats(engine),
             "evaluations": [ev.to_dict() for ev in evaluations],
             "skipped": skipped,
         }
@@ -137,6 +138,12 @@ def _load(spec: RunSpec, splits: Splits) -> tuple[list[TaskSpec], list[dict[str,
     if not selected:
         raise DataError("no selected task has its data available: " + "; ".join(s["reason"] for s in skipped))
     return selected, skipped
+
+
+def _endpoint_stats(engine: Any) -> dict[str, Any] | None:
+    """Per endpoint, what it answered and how it fared (engines with several endpoints); None otherwise."""
+    stats = getattr(engine, "endpoint_stats", None)
+    return stats() if stats else None
 
 
 def _with_cache(engine: Engine, cache: bool | Path) -> CachedEngine | None:
