@@ -180,12 +180,14 @@ class Endpoint:
         self.last_error = failure.problem
         if failure.overload:
             self._decrease(0.5, sent, now)
+        if failure.unreachable:
+            self.take_out()
         if sent <= self.last_strike:  # failed with the round already counted
             return
         self.last_strike = now
         self.strikes += 1
         self.paused_until = max(self.paused_until, now + self.retry.delay(self.strikes - 1, failure.retry_after))
-        if failure.unreachable or (failure.counts and self.strikes >= EJECT_AFTER):
+        if failure.counts and self.strikes >= EJECT_AFTER:
             self.take_out()
 
     def take_out(self) -> None:
