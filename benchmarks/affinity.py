@@ -3,12 +3,14 @@
     python benchmarks/affinity.py --urls http://127.0.0.1:8101,http://127.0.0.1:8102 --tasks copa --shots 5
         [--fewshot-sampler random] [--limit 100] [--repeats 2] [--tokenizer smollm2] [--engine-arg KEY=VALUE]
 
-Start the servers with ``VLLM_SERVER_DEV_MODE=1`` (vLLM then offers ``POST /reset_prefix_cache``): every run
-starts with empty prefix caches, and the settings alternate (off, on, off, on, ...). The hit rate is the
-servers' ``vllm:prefix_cache_hits_total`` over ``vllm:prefix_cache_queries_total`` (prompt tokens found in the
-cache over prompt tokens looked up) during the run, read from ``/metrics``; documents per second count every
+The settings alternate (off, on, off, on, ...) on the same servers. The hit rate is the servers'
+``vllm:prefix_cache_hits_total`` over ``vllm:prefix_cache_queries_total`` (prompt tokens found in the cache
+over prompt tokens looked up) during the run, read from ``/metrics``; documents per second count every
 document of every task over the run's wall time. The script also checks that both settings give the same
-scores.
+scores. A run starts with what the previous one left in the servers' caches: with a KV cache much smaller
+than a run's prompts that is only the most recent prompts and a prefix every document shares. (vLLM's
+``POST /reset_prefix_cache`` would empty the caches, but in vLLM 0.32 its prefix-cache counters stop
+counting after it.)
 """
 
 from __future__ import annotations
@@ -35,18 +37,9 @@ def counters(url: str) -> dict[str, float]:
     return totals
 
 
-def reset(url: str) -> None:
-    response = httpx.post(url.rstrip("/") + "/reset_prefix_cache", timeout=60)
-    if response.status_code != 200:
-        raise SystemExit(f"{url}: POST /reset_prefix_cache answered HTTP {response.status_code}: start the server "
-                         "with VLLM_SERVER_DEV_MODE=1")
-
-
 def one_run(urls: list[str], affinity: bool, args: argparse.Namespace, extra: dict) -> dict:
     from evalsuite import evaluate
 
-    for url in urls:
-        reset(url)
     before = [counters(u) for u in urls]
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as output:
