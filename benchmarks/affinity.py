@@ -1,7 +1,11 @@
 """Prefix affinity on and off over several vLLM servers: prefix-cache hit rate and documents per second.
 
-    python benchmarks/affinity.py --urls http://127.0.0.1:8101,http://127.0.0.1:8102 --tasks copa --shots 5
-        [--fewshot-sampler random] [--limit 100] [--repeats 2] [--tokenizer smollm2] [--engine-arg KEY=VALUE]
+    python benchmarks/affinity.py --urls http://127.0.0.1:8101,http://127.0.0.1:8102 --tasks copa --prompts cot
+        --shots 5 [--fewshot-sampler fixed] [--max-new-tokens 32] [--limit 100] [--repeats 2] [--tokenizer smollm2]
+        [--engine-arg KEY=VALUE]
+
+Measure generation prompts: vLLM computes prompt log-probabilities (what log-likelihood scoring over
+``/v1/completions`` asks for) without reading its prefix cache, so scoring runs show no prefix-cache queries.
 
 The settings alternate (off, on, off, on, ...) on the same servers. The hit rate is the servers'
 ``vllm:prefix_cache_hits_total`` over ``vllm:prefix_cache_queries_total`` (prompt tokens found in the cache
@@ -44,6 +48,7 @@ def one_run(urls: list[str], affinity: bool, args: argparse.Namespace, extra: di
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as output:
         result = evaluate(",".join(urls), args.tasks, engine="server", shots=args.shots, limit=args.limit,
+                          prompts=args.prompts, max_new_tokens=args.max_new_tokens,
                           fewshot_sampler=args.fewshot_sampler, engine_args={"tokenizer": args.tokenizer,
                                                                              "affinity": affinity, **extra},
                           output=output, progress=False, cache=False, n_boot=10)
@@ -62,8 +67,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--urls", required=True, help="comma-separated server URLs")
     parser.add_argument("--tasks", default="copa")
+    parser.add_argument("--prompts", default="cot")
     parser.add_argument("--shots", type=int, default=5)
-    parser.add_argument("--fewshot-sampler", default="random")
+    parser.add_argument("--fewshot-sampler", default="fixed")
+    parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--limit", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--tokenizer", default="smollm2")
@@ -78,7 +85,8 @@ def main() -> None:
         except ValueError:
             extra[key] = value
 
-    print(f"{len(urls)} servers, {args.tasks}, {args.shots}-shot ({args.fewshot_sampler} sampler), first "
+    print(f"{len(urls)} servers, {args.tasks} ({args.prompts}), {args.shots}-shot ({args.fewshot_sampler} sampler), "
+          f"max {args.max_new_tokens} new tokens, first "
           f"{args.limit} documents, {len(os.sched_getaffinity(0))} CPU cores here")
     print(f"{'affinity':<9} {'docs':>5} {'seconds':>8} {'docs/s':>7} {'queried':>9} {'hits':>9} {'hit rate':>8}  "
           "answered per endpoint")
