@@ -3,7 +3,7 @@
 The server lists one model, ``tiny``, and answers ``/v1/completions`` and ``/v1/chat/completions`` in the shape
 vLLM's server gives. Its ``Script`` says what happens next: a queue of failures (status, delay), what a
 successful answer holds, and whether the answer trickles out one byte at a time; it keeps every request. Import the fixtures ``server`` and ``tokenizer_dir``
-into a test module to use them.
+into a test module to use them; ``servers`` starts as many as a test asks for, and ``Script.kill`` crashes one.
 """
 
 from __future__ import annotations
@@ -59,20 +59,31 @@ class Script:
         self.posts = 0
         self.auth: list[str | None] = []
         self.lock = threading.Lock()
+        # Routing tests: a delay before every answer (or a function of the requests in flight); beyond
+        # ``capacity`` requests in flight, HTTP 429 with ``Retry-After``; ``down``: every connection is dropped
+        # unanswered; ``times``: when each POST came, ``rejected``: when each 429 went out.
+        self.delay: float | Callable[[int], float] = 0.0
+        self.capacity: int | None = None
+        self.retry_after = "1"
+        self.down = False
+        self.times: list[float] = []
+        self.rejected: list[float] = []
+        self.in_flight = self.peak = 0
+        self.kill: Callable[[], None] = lambda: None
 
 
-@pytest.fixture
-def server():
+def start_server() -> tuple[str, Script, Callable[[], None]]:
+    """A scripted server in a thread: its URL, its script, and the function that stops it."""
     script = Script()
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args):
             pass
 
-        def reply(self, status: int, body: dict, trickle: str | None = None) -> None:
+        def reply(self, status: int, body: dict, trickle: str | None = None, headers: str = "") -> None:
             # json.dumps writes NaN and Infinity as the bare words a broken server may send.
             data = json.dumps(body).encode()
-            head = (f"HTTP/1.0 {status} {HTTPStatus(status).phrase}\r\nContent-Type: application/json\r\n"
+            head = (f"HTTP/1.0 {status} {HTTPStatus(status).phrase}\r\nContent-Type: application/json\r\n{headers}"
                     f"Content-Length: {len(data)}\r\n\r\n").encode()
             try:
                 for part, slow in ((head, trickle == "headers"), (data, trickle == "body")):
@@ -85,6 +96,8 @@ def server():
                 pass
 
         def do_GET(self):
+            if script.down:
+                return  # the connection closes unanswered: a crashed server, as far as the client can tell
             with script.lock:
                 script.gets += 1
             self.reply(200, {"data": [{"id": "tiny", "root": "/nowhere/tiny", "max_model_len": script.max_model_len}]})
@@ -92,11 +105,30 @@ def server():
         def do_POST(self):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             with script.lock:
+                if script.down:
+                    return
                 script.posts += 1
+                script.times.append(time.monotonic())
                 script.auth.append(self.headers.get("Authorization"))
                 script.requests.append((self.path, body))
-                status, delay = script.failures.pop(0) if script.failures else (200, 0.0)
-            time.sleep(delay)
+                status, delay = script.failures.pop(0) if script.failures else (200, script.delay)
+                over = script.capacity is not None and script.in_flight >= script.capacity
+                if over:
+                    script.rejected.append(time.monotonic())
+                else:
+                    script.in_flight += 1
+                    script.peak = max(script.peak, script.in_flight)
+                    delay = delay(script.in_flight) if callable(delay) else delay
+            if over:
+                return self.reply(429, {"error": {"message": "scripted 429"}},
+                                  headers=f"Retry-After: {script.retry_after}\r\n")
+            try:
+                time.sleep(delay)
+            finally:
+                with script.lock:
+                    script.in_flight -= 1
+            if script.down:
+                return
             if status == 200:
                 answer = script.chat_answer if self.path.endswith("/chat/completions") else script.answer
                 self.reply(200, answer(body), script.trickle)
@@ -104,11 +136,46 @@ def server():
                 self.reply(status, {"error": {"message": f"scripted {status}"}})
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", script
-    httpd.shutdown()
-    httpd.server_close()
+    stopped = threading.Event()
+
+    def stop() -> None:
+        if not stopped.is_set():
+            stopped.set()
+            httpd.shutdown()
+            httpd.server_close()
+
+    def kill() -> None:
+        """Crash: requests in flight are dropped unanswered and new connections are refused."""
+        script.down = True
+        stop()
+
+    script.kill = kill
+    return f"http://127.0.0.1:{httpd.server_address[1]}", script, stop
+
+
+@pytest.fixture
+def server():
+    url, script, stop = start_server()
+    yield url, script
+    stop()
+
+
+@pytest.fixture
+def servers():
+    """``servers(n)``: n scripted servers, stopped after the test."""
+    started = []
+
+    def start(n: int) -> list[tuple[str, Script]]:
+        new = [start_server() for _ in range(n)]
+        started.extend(new)
+        return [(url, script) for url, script, _ in new]
+
+    yield start
+    for _, _, stop in started:
+        stop()
 
 
 @pytest.fixture(scope="module")

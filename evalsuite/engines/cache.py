@@ -318,6 +318,11 @@ class CachedEngine:
     def describe(self) -> dict[str, Any]:
         return self.described
 
+    def endpoint_stats(self) -> dict[str, Any] | None:
+        """The inner engine's per-endpoint counts, when it has endpoints."""
+        stats = getattr(self.inner, "endpoint_stats", None)
+        return stats() if stats else None
+
     def summary(self) -> dict[str, Any]:
         """The ``cache`` section of a run record: the database and this run's counts."""
         return {"path": str(self.cache.path), **asdict(self.stats)}

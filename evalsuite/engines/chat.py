@@ -3,9 +3,9 @@
 For models served only behind a chat API (vLLM's server, hosted APIs): each generation request goes out as
 its conversation (``messages``: system prompt, few-shot turns, question), and the server applies the model's
 chat template. Everything else is the server engine's (:mod:`evalsuite.engines.server`): endpoints listed in
-``--model``, the served model's name, the API key, per-request deadline, retries with backoff, concurrency per
-endpoint, requests spread over endpoints, answers reported as they arrive (so the request cache resumes a
-killed run).
+``--model``, the served model's name, the API key, per-request deadline, retries with backoff, failover
+between endpoints, prefix affinity, adaptive concurrency per endpoint, answers reported as they arrive (so the
+request cache resumes a killed run).
 
 A chat API returns no log-probabilities of a prompt, so log-likelihood prompts cannot be scored: the pipeline
 refuses them before any request (``conversational``). A server that returns the model's reasoning apart from

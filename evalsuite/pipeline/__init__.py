@@ -101,6 +101,7 @@ def run(spec: RunSpec, engine: Engine | Classifier | None = None) -> RunResult:
             "versions": library_versions(),
             "timings": {"engine_load_s": round(engine_load_s, 3), "total_s": round(time.perf_counter() - started, 3)},
             "cache": cached.summary() if cached else None,
+            "endpoints": _endpoint_stats(engine),
             "evaluations": [ev.to_dict() for ev in evaluations],
             "skipped": skipped,
         }
@@ -150,6 +151,12 @@ def _shard_record(spec: RunSpec, tasks: list[TaskSpec], splits: Splits) -> dict[
         mine = evaluated_range(docs, spec.limit, spec.shard)
         documents[task.name] = {"total": len(evaluated_range(docs, spec.limit)), "start": mine.start, "stop": mine.stop}
     return {"index": index, "count": count, "documents": documents}
+
+
+def _endpoint_stats(engine: Any) -> dict[str, Any] | None:
+    """Per endpoint, what it answered and how it fared (engines with several endpoints); None otherwise."""
+    stats = getattr(engine, "endpoint_stats", None)
+    return stats() if stats else None
 
 
 def _with_cache(engine: Engine, cache: bool | Path) -> CachedEngine | None:

@@ -89,6 +89,7 @@ def merge(folders: Sequence[Path], output: Path) -> RunResult:
             "cache": {"path": paths.pop() if len(paths) == 1 else None,
                       **{key: sum(c.get(key) or 0 for c in cached) for key in ("requests", "hits", "computed")}}
             if cached else None,
+            "endpoints": _endpoints([shard.record.get("endpoints") for shard in shards]),
             "evaluations": evaluations,
             "skipped": first.record.get("skipped", []),
             "merged_from": [shard.record["run_id"] for shard in shards],
@@ -191,6 +192,18 @@ def _samples_by_evaluation(shard: _Shard) -> dict[tuple[str, str], list[dict[str
                             f"{shard.index}/{shard.count}) in order, but its {len(samples)} samples are not those: the "
                             "shard folder was altered; run that shard again")
     return groups
+
+
+def _endpoints(parts: list[dict[str, dict[str, Any]] | None]) -> dict[str, dict[str, Any]] | None:
+    """The shards' endpoint counts summed per URL; the state (rotation, concurrency, last error) of the last
+    shard that used the endpoint."""
+    merged: dict[str, dict[str, Any]] = {}
+    for part in parts:
+        for url, stats in (part or {}).items():
+            before = merged.get(url, {})
+            merged[url] = {**stats, **{key: (before.get(key) or 0) + (stats.get(key) or 0)
+                                       for key in ("answered", "failed", "taken_out")}}
+    return merged or None
 
 
 def _rescore(first: dict[str, Any], parts: list[dict[str, Any]], samples: list[dict[str, Any]],

@@ -55,6 +55,9 @@ SCHEMA = {
     "timings": "engine_load_s, total_s",
     "cache": "the request cache: path, requests (asked by the run), hits (answered from the cache), computed "
     "(distinct requests sent to the model); null when the run used no cache",
+    "endpoints": "engines with endpoints (server, chat), per endpoint URL: answered (requests), failed (tries "
+    "that failed), taken_out (times out of rotation), in_rotation (at the end), concurrency (its limit at the "
+    "end), last_error; null for other engines",
     "evaluations": "one entry per task x prompt variant: task, category, variant, method, split, n, "
     "main_metric, metrics{name: {value, low, high, definition}}, confusion{gold: {pred: count}}, "
     "hashes{task, prompt, data, fewshot_data}, origin, license, timing_s, docs_per_s, labels (class names in "
