@@ -124,14 +124,15 @@ def test_429_waits_for_retry_after_and_lowers_concurrency(servers, tokenizer_dir
     eng = engine(url, tokenizer_dir, concurrency=8, min_concurrency=1, max_concurrency=16, max_retries=20)
     assert eng.loglikelihood(requests) == reference
     first = script.rejected[0]
-    # Beyond the first burst (sent before the 429 came back), nothing is sent until Retry-After has passed.
-    assert [t - first for t in script.times if first + 0.05 < t < first + 0.35] == []
+    # Beyond the first burst of 8 (some of it sent late on a busy machine), nothing is sent until Retry-After
+    # has passed.
+    assert sum(t < first + 0.35 for t in script.times) <= 8
     assert stats(eng, url)["concurrency"] <= 4 and stats(eng, url)["failed"] == len(script.rejected)
 
 
 def test_concurrency_rises_while_latency_holds_and_falls_when_it_climbs(servers, tokenizer_dir):
     (steady_url, steady), (loaded_url, loaded) = servers(2)
-    steady.delay = 0.01
+    steady.delay = 0.05  # long beside a busy machine's scheduling jitter
     loaded.delay = lambda in_flight: 0.004 * in_flight**2  # a server that slows down with load
     options = dict(concurrency=2, min_concurrency=1, max_concurrency=12)
     requests = [LoglikelihoodRequest((1, 2, 3, 100 + i), ((50, 51),)) for i in range(120)]
