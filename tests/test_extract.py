@@ -8,6 +8,7 @@ import pytest
 
 from evalsuite.api import evaluate, load_tasks
 from evalsuite.data import load_split
+from evalsuite.errors import SpecError
 from evalsuite.prompting import PromptRenderer
 from evalsuite.results import read_run, read_samples
 from evalsuite.results.records import Outcome, Sample, predictions
@@ -20,6 +21,7 @@ from evalsuite.scoring import (
     normalise,
     split_thinking,
 )
+from evalsuite.spec import load_prompt
 
 
 @functools.cache
@@ -214,6 +216,16 @@ def test_a_prompts_flexible_pattern_replaces_the_default_fallback():
     pattern = r"(?i)final:\s*([a-d])"
     assert flexible_answer("Final: b. Then \\boxed{C} D", LETTERS, pattern) == "b"
     assert flexible_answer("\\boxed{C} D", LETTERS, pattern) is None
+
+
+def test_a_prompts_flexible_pattern_is_checked_when_loaded(tmp_path):
+    path = tmp_path / "cot.jinja"
+    header = '{#-\nmethod: generation\nanswer:\n  pattern: "answer: (\\\\w)"\n  flexible: %s\n-#}\nQ'
+    path.write_text(header % '"final: (\\\\w)"', encoding="utf-8")
+    assert load_prompt(path).answer.flexible == r"final: (\w)"
+    path.write_text(header % '"final: ("', encoding="utf-8")
+    with pytest.raises(SpecError, match=r"cot.jinja: field 'header.answer.flexible': invalid regular expression"):
+        load_prompt(path)
 
 
 def test_every_generated_task_reads_its_own_fewshot_targets_by_both_rules():
