@@ -61,8 +61,9 @@ STRICT_RULE = ("strict rule: the last match of the prompt's answer pattern (its 
 FLEXIBLE_RULE = ("flexible rule: the strict answer when it names exactly one allowed value (free-form targets: when "
                  "the strict rule found one); else the last match of the prompt's answer.flexible pattern where it "
                  "has one; else the content of the last \\boxed{..}; else the last allowed value standing as a "
-                 "whole word (single letters in their own case, other values in any case); free-form targets: the "
-                 "last number; compared with the allowed values as the strict answer is")
+                 "whole word in the text the strict rule reads, never inside a longer word or number (single letters "
+                 "in their own case, other values in any case); free-form targets: the last number; compared with "
+                 "the allowed values as the strict answer is")
 
 
 def normalise(text: str) -> str:
