@@ -7,6 +7,7 @@ import functools
 import pytest
 
 from evalsuite.api import evaluate, load_tasks
+from evalsuite.cli import main
 from evalsuite.data import load_split
 from evalsuite.errors import SpecError
 from evalsuite.prompting import PromptRenderer
@@ -241,6 +242,14 @@ def test_every_generated_task_reads_its_own_fewshot_targets_by_both_rules():
             assert answer_index(extract_answer(example, prompt.answer.pattern), inst.answer_values) == inst.gold
             fallback = flexible_answer(example, inst.answer_values, prompt.answer.flexible)
             assert answer_index(fallback, inst.answer_values) == inst.gold, (task.name, example[-200:])
+
+
+def test_show_states_both_rules(capsys):
+    assert main(["show", "gen_knights_knaves", "--prompt", "cot"]) == 0
+    out = capsys.readouterr().out
+    assert "strict rule: the last match of /" + _rule("gen_knights_knaves") + "/ naming one of ['A', 'B', 'C', 'D']" in out
+    assert ("flexible rule: the strict answer, else the last \\boxed{..}, else the last of 'A', 'B', 'C', 'D' "
+            "standing as a whole word") in out
 
 
 class ScriptedWriter:
