@@ -14,6 +14,7 @@ from evalsuite.pipeline.merge import merge
 from evalsuite.pipeline.load import Splits, select_tasks, variants
 from evalsuite.pipeline.render import render_instances
 from evalsuite.prompting import ChatFormat, PromptRenderer, chat_text
+from evalsuite.scoring import describe_flexible
 from evalsuite.spec import RunSpec, TaskSpec, load_tasks
 from evalsuite.spec.run import read_system_prompt
 
@@ -94,7 +95,10 @@ def show_prompts(
             tail = f"\n--- scored continuations ([x] = gold) ---\n{answers}"
         else:
             gold = inst.answer_values[inst.gold] if 0 <= inst.gold < len(inst.answer_values) else inst.gold_text
-            tail = f"\n--- generated, answer read by /{variant.answer.pattern}/; gold: {gold!r} ---"
+            rule = variant.answer
+            tail = (f"\n--- generated; gold: {gold!r} ---\nstrict rule: the last match of /{rule.pattern}/ naming one "
+                    f"of {list(inst.answer_values) or 'the gold text'}\nflexible rule: the strict answer, else "
+                    f"{describe_flexible(rule.flexible, inst.answer_values)}")
         shown.append((variant.name, text + tail))
     return shown
 

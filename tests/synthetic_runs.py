@@ -44,8 +44,9 @@ def samples(task: str, variant: str, correct: Sequence[bool], *, doc_ids: Sequen
 
 def evaluation(task: str, variant: str, docs: list[dict[str, Any]], *, category: str = "logical",
                metrics: Sequence[str] = ("accuracy", "f1", "mcc"), data_hash: str | None = None) -> dict[str, Any]:
+    flexible = [s.get("pred_flexible") for s in docs]  # generated answers read by the flexible rule too
     preds = Predictions(pred=np.array([s["pred"] for s in docs]), gold=np.array([s["gold"] for s in docs]),
-                        n_classes=2, labels=LABELS)
+                        n_classes=2, labels=LABELS, pred_flexible=None if None in flexible else np.array(flexible))
     computed = compute_metrics(list(metrics), preds, n_boot=200, seed=0)
     return {"task": task, "category": category, "variant": variant, "method": "loglikelihood", "split": "validation",
             "n": len(docs), "main_metric": metrics[0], "metrics": {k: v.to_dict() for k, v in computed.items()},

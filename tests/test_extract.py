@@ -6,8 +6,23 @@ import functools
 
 import pytest
 
-from evalsuite.api import load_tasks
-from evalsuite.scoring import Thinking, answer_index, clean_generation, extract_answer, normalise, split_thinking
+from evalsuite.api import evaluate, load_tasks
+from evalsuite.cli import main
+from evalsuite.data import load_split
+from evalsuite.errors import SpecError
+from evalsuite.prompting import PromptRenderer
+from evalsuite.results import read_run, read_samples
+from evalsuite.results.records import Outcome, Sample, predictions
+from evalsuite.scoring import (
+    Thinking,
+    answer_index,
+    clean_generation,
+    extract_answer,
+    flexible_answer,
+    normalise,
+    split_thinking,
+)
+from evalsuite.spec import load_prompt
 
 
 @functools.cache
@@ -159,3 +174,151 @@ def test_an_unclosed_block_reads_no_answer_where_the_plain_rule_reads_one():
     pattern, text = _rule("gen_deduction"), "<think>Perhaps. Answer: True"
     assert answer_index(extract_answer(text, pattern), WORDS) == 0  # the thinking would be read as the answer
     assert split_thinking(text, TAGS).answer is None
+
+
+# --- the flexible rule ----------------------------------------------------------------------------------
+
+RATINGS = ["0", "1", "2", "3", "4", "5"]
+# (text, allowed values, what the flexible fallback reads: the answer's index, -1 = nothing)
+FLEXIBLE_CASES = [
+    ("B looks right, and a C would be wrong, so (D).", LETTERS, 3),  # the last option letter
+    ("Alice is a knave, a knight is honest.", LETTERS, -1),  # the article "a" is never option A
+    ("The final option: **B**", LETTERS, 1),  # markdown removed first
+    ("Option （Ｃ）", LETTERS, 2),  # NFKC
+    ("So \\boxed{C}. Though D looked good.", LETTERS, 2),  # a boxed answer wins over later letters
+    ("\\boxed{\\text{(A)}} and \\boxed{B}", LETTERS, 1),  # the last box, its \\text unwrapped
+    ("\\boxed{maybe} B", LETTERS, -1),  # a box that names no value is read as it is: unparseable
+    ("It is TRUE that Anne is red, so the statement is false.", WORDS, 1),  # any case; the last one
+    ("Untrue and unknowable claims", WORDS, -1),  # whole words only
+    ("**Unknown**", WORDS, 2),
+    ("Yes. Well, no.", ["yes", "no"], 1),
+    ("It is invalid.", ["Valid", "Invalid"], 1),  # "valid" inside "invalid" is no value
+    ("A 4.5 at first, rounded: 5", RATINGS, 5),  # "4.5" holds neither 4 nor 5
+    ("Between 4.5 and 3.5", RATINGS, -1),
+    ("step1 and x3", RATINGS, -1),  # digits inside words
+    ("", LETTERS, -1),
+]
+
+
+@pytest.mark.parametrize("text, values, expected", FLEXIBLE_CASES)
+def test_flexible_fallback(text, values, expected):
+    assert answer_index(flexible_answer(text, values), values) == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("x = 3, so y = -4.25.", "-4.25"), ("\\boxed{12} and then 13", "12"), ("42 apples, 7 left", "7"),
+    ("no number", None), ("version2 of 3.", "3"),
+])
+def test_flexible_fallback_reads_the_last_number_without_values(text, expected):
+    assert flexible_answer(text, []) == expected
+
+
+def test_a_prompts_flexible_pattern_replaces_the_default_fallback():
+    pattern = r"(?i)final:\s*([a-d])"
+    assert flexible_answer("Final: b. Then \\boxed{C} D", LETTERS, pattern) == "b"
+    assert flexible_answer("\\boxed{C} D", LETTERS, pattern) is None
+
+
+def test_a_prompts_flexible_pattern_is_checked_when_loaded(tmp_path):
+    path = tmp_path / "cot.jinja"
+    header = '{#-\nmethod: generation\nanswer:\n  pattern: "answer: (\\\\w)"\n  flexible: %s\n-#}\nQ'
+    path.write_text(header % '"final: (\\\\w)"', encoding="utf-8")
+    assert load_prompt(path).answer.flexible == r"final: (\w)"
+    path.write_text(header % '"final: ("', encoding="utf-8")
+    with pytest.raises(SpecError, match=r"cot.jinja: field 'header.answer.flexible': invalid regular expression"):
+        load_prompt(path)
+
+
+def test_every_generated_task_reads_its_own_fewshot_targets_by_both_rules():
+    """A solved example of each generated task's cot prompt (its few-shot target after the question) is read as
+    the gold by the strict rule and by the flexible fallback alone; dataset tasks: tests/test_task_library.py."""
+    generated = [task for task in load_tasks().values() if not (task.hub or task.local)]
+    assert len(generated) == 4
+    for task in generated:
+        prompt = task.prompt("cot")
+        renderer = PromptRenderer(task, prompt)
+        for i, doc in enumerate(load_split(task, task.fewshot_split).docs[:10]):
+            example, inst = renderer.example(doc, i), renderer.render(doc, i)
+            assert answer_index(extract_answer(example, prompt.answer.pattern), inst.answer_values) == inst.gold
+            fallback = flexible_answer(example, inst.answer_values, prompt.answer.flexible)
+            assert answer_index(fallback, inst.answer_values) == inst.gold, (task.name, example[-200:])
+
+
+def test_show_states_both_rules(capsys):
+    assert main(["show", "gen_knights_knaves", "--prompt", "cot"]) == 0
+    out = capsys.readouterr().out
+    assert "strict rule: the last match of /" + _rule("gen_knights_knaves") + "/ naming one of ['A', 'B', 'C', 'D']" in out
+    assert ("flexible rule: the strict answer, else the last \\boxed{..}, else the last of 'A', 'B', 'C', 'D' "
+            "standing as a whole word") in out
+
+
+class ScriptedWriter:
+    """Generations from a script, one text per document."""
+
+    def __init__(self, tokenizer, texts):
+        self.tokenizer, self.texts = tokenizer, texts
+
+    def describe(self):
+        return {"engine": "scripted", "model_sha256": "0" * 64, "dtype": "none"}
+
+    def loglikelihood(self, requests, progress=None):
+        raise AssertionError("not used")
+
+    def generate(self, requests, progress=None):
+        return self.texts[: len(requests)]
+
+
+@pytest.fixture(scope="module")
+def byte_tok():
+    from tiny_models import byte_tokenizer
+
+    return byte_tokenizer()
+
+
+# gen_deduction's cot, with --think: (generation, strict reading, flexible reading), indices into WORDS
+RUN_CASES = [
+    ("Answer: True", 0, 0),
+    ("So the statement is false.", -1, 1),  # no answer line: only the fallback reads it
+    ("Answer: True or Unknown", -1, 2),  # a hedge: unparseable, the fallback reads its last value
+    ("Answer: False, though it looks true", 1, 1),  # the strict answer is kept where it reads
+    ("<think>It is true.</think> No idea.", -1, -1),  # the thinking is never read, by either rule
+    ("<think>Answer: True</think> it must be unknown", -1, 2),
+    ("<think>Answer: True, so true", -1, -1),  # unclosed thinking: unparseable for both
+]
+
+
+def test_a_run_reads_every_generation_by_both_rules(tmp_path, byte_tok):
+    texts = [text for text, _, _ in RUN_CASES]
+    run = evaluate("scripted", "gen_deduction", engine=ScriptedWriter(byte_tok, texts), prompts="cot",
+                   limit=len(texts), think=True, output=tmp_path, progress=False, n_boot=50)
+    samples = read_samples(run.path)
+    assert [(s["pred"], s["pred_flexible"]) for s in samples] == [(p, f) for _, p, f in RUN_CASES]
+    assert [s["extracted_flexible"] for s in samples][:4] == ["True", "false", "Unknown", "False"]
+    assert samples[6]["extracted"] is None and samples[6]["extracted_flexible"] is None
+    gold = [s["gold"] for s in samples]
+    [ev] = read_run(run.path)["evaluations"]
+    metrics = {name: m["value"] for name, m in ev["metrics"].items()}
+    n = len(RUN_CASES)
+    assert metrics["accuracy"] == pytest.approx(sum(p == g for (_, p, _), g in zip(RUN_CASES, gold)) / n)
+    assert metrics["accuracy_flexible"] == pytest.approx(sum(f == g for (_, _, f), g in zip(RUN_CASES, gold)) / n)
+    assert (metrics["unparseable_rate"], metrics["unparseable_rate_flexible"]) == pytest.approx((5 / n, 2 / n))
+    for name in ("accuracy_flexible", "unparseable_rate_flexible"):
+        m = ev["metrics"][name]
+        assert m["low"] <= m["value"] <= m["high"] and "flexible rule: the strict answer" in m["definition"]
+    assert "strict rule: the last match of the prompt's answer pattern" in ev["metrics"]["accuracy"]["definition"]
+
+
+def test_samples_round_trip_with_and_without_the_flexible_reading():
+    sample = Sample(task="t", variant="cot", doc_id=0, fewshot_ids=(), choices=("A", "B"), pred=-1, gold=1,
+                    gold_text="B", generation="it is B", extracted=None, pred_flexible=1, extracted_flexible="B")
+    line = sample.to_dict()
+    assert (line["extracted"], line["extracted_flexible"], line["pred_flexible"]) == (None, "B", 1)
+    assert Sample.from_dict(line) == sample
+    unread = Sample.from_dict({**line, "pred_flexible": 1, "extracted_flexible": None})
+    assert unread.to_dict()["extracted_flexible"] is None  # written: the flexible rule read nothing
+
+    older = {k: v for k, v in line.items() if not k.endswith("_flexible")}  # a file from before the rule
+    loaded = Sample.from_dict(older)
+    assert loaded.pred_flexible is None and loaded.to_dict() == older
+    assert predictions([Outcome.of(loaded)], ("A", "B"), None).pred_flexible is None
+    assert list(predictions([Outcome.of(sample)], ("A", "B"), None).pred_flexible) == [1]

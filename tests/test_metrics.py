@@ -133,7 +133,8 @@ def _random_binary(n: int, seed: int) -> Predictions:
     texts = tuple(str(g) for g in gold)
     return Predictions(pred, gold, 2, ("no", "yes"), pred_norm=np.where(rng.random(n) < 0.8, gold, 1 - gold),
                        pred_text=tuple(str(x) for x in pred), gold_text=texts,
-                       score=gold + rng.normal(0, 1, n), gold_score=gold + rng.random(n))
+                       score=gold + rng.normal(0, 1, n), gold_score=gold + rng.random(n),
+                       pred_flexible=np.where(pred >= 0, pred, np.where(rng.random(n) < 0.5, gold, -1)))
 
 
 def test_interval_contains_point_value() -> None:
@@ -211,9 +212,10 @@ def test_bootstrap_chunks_continue_one_random_stream(monkeypatch) -> None:
 # ---------------------------------------------------------------- registry, errors, helpers
 def test_registry_and_unknown_metric() -> None:
     assert set(METRICS) == {"accuracy", "accuracy_norm", "f1", "f1_macro", "f1_binary", "mcc",
-                            "exact_match", "unparseable_rate", "pearson", "spearman"}
+                            "exact_match", "unparseable_rate", "pearson", "spearman", "accuracy_flexible",
+                            "unparseable_rate_flexible"}
     assert resolve_metric("mcc").name == "mcc"
-    with pytest.raises(MetricError, match=r"'bleu'.*known metrics: accuracy, accuracy_norm"):
+    with pytest.raises(MetricError, match=r"'bleu'.*known metrics: accuracy, accuracy_flexible, accuracy_norm"):
         resolve_metric("bleu")
     with pytest.raises(MetricError, match="'bleu'"):
         compute_metrics(["accuracy", "bleu"], _random_binary(10, 0))

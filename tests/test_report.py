@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from synthetic_runs import evaluation, pattern, samples, write_run
+from synthetic_runs import LABELS, evaluation, pattern, samples, write_run
 
 from evalsuite.cli import main
 from evalsuite.leaderboard.compare import compare, parse_side
@@ -115,6 +115,34 @@ def test_self_consistency_and_difficulty(report: Path) -> None:
 def test_agreement_between_variants(report: Path) -> None:
     agreement = section(report.read_text(encoding="utf-8"), "agreement")
     assert agreement.count("<tr>") - 1 == 3 * 2  # 3 systems × 2 tasks with two variants (+ the header row)
+
+
+def test_answer_extraction_section(tmp_path: Path) -> None:
+    """Strict and flexible accuracy and unparseable rates per generation evaluation, and escaped examples of
+    the documents the two rules read differently."""
+    strict = [True, False, False, True, False, False]  # right by the strict rule
+    docs = samples("t_gen", "cot", strict)
+    for i, s in enumerate(docs):
+        s.pop("logprobs")
+        answer = LABELS[s["gold"]]
+        s.update(generation=f"{PAYLOAD} I think {answer}", extracted=answer if strict[i] else None,
+                 pred=s["gold"] if strict[i] else -1, pred_flexible=s["gold"], extracted_flexible=answer)
+        if i == 4:  # the flexible fallback reads a wrong answer
+            s.update(extracted_flexible=LABELS[1 - s["gold"]], pred_flexible=1 - s["gold"])
+    ev = evaluation("t_gen", "cot", docs, metrics=("accuracy", "accuracy_flexible", "unparseable_rate",
+                                                   "unparseable_rate_flexible"))
+    plain = samples("t_gen", "plain", [True] * 6)  # a log-likelihood evaluation has no row
+    write_run(tmp_path / "runs", "m1", [(ev, docs), (evaluation("t_gen", "plain", plain), plain)])
+    assert main(["report", str(tmp_path / "runs"), "--output", str(tmp_path / "out")]) == 0
+    extraction = section((tmp_path / "out" / "index.html").read_text(encoding="utf-8"), "extraction")
+    # 6 documents: strict 2 right, 4 unparseable; flexible 5 right, 1 wrong; 4 disagree, 3 of them shown
+    assert re.search(r"<td>t_gen</td><td>cot</td><td class=\"num\" data-v=\"6.0\">6</td>"
+                     r".*?>0.333<.*?>0.833<.*?>0.667<.*?>0.000<.*?>4</td>", extraction)
+    assert extraction.count("<tr>") == 2 + 1 + 3  # header and one evaluation; header and 3 examples
+    assert PAYLOAD not in extraction and "&lt;script&gt;alert(1)&lt;/script&gt; I think yes" in extraction
+    assert "— (unparseable)</td><td>yes (right)</td><td>yes</td>" in extraction  # doc 1: gold yes
+    assert "— (unparseable)</td><td>yes (wrong)</td><td>no</td>" in extraction  # doc 4: gold no
+    assert "strict rule: the last match" in extraction and "flexible rule: the strict answer" in extraction
 
 
 @pytest.fixture(scope="module")

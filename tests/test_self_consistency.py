@@ -110,6 +110,26 @@ def test_single_greedy_generation_reports_unparseable_rate(tmp_path, byte_tok):
     assert [s["generation"] for s in read_samples(run.path)] == [s[0] for s in SCRIPT]
 
 
+def test_each_extraction_rule_takes_its_own_vote(tmp_path, byte_tok):
+    script = [
+        ["Answer: True", "it is false", "false, surely"],  # strict: True (1 vote); flexible: False (2 of 3)
+        ["Answer: Unknown", "Answer: Unknown", "true"],  # both Unknown; the flexible reading of sample 3 is True
+        ["no idea", "hmm", "..."],  # neither rule reads anything
+    ]
+    run = evaluate("scripted", "gen_deduction", engine=ScriptedSampler(byte_tok, script), prompts="cot", limit=3,
+                   samples=3, temperature=0.7, output=tmp_path, progress=False, n_boot=50)
+    samples = read_samples(run.path)
+    assert [s["votes"] for s in samples] == [["True", None, None], ["Unknown", "Unknown", None], [None] * 3]
+    assert [s["votes_flexible"] for s in samples] == [["True", "false", "false"], ["Unknown", "Unknown", "true"],
+                                                      [None] * 3]
+    assert [(s["pred"], s["extracted"]) for s in samples] == [(0, "True"), (2, "Unknown"), (-1, None)]
+    assert [(s["pred_flexible"], s["extracted_flexible"]) for s in samples] == [(1, "false"), (2, "Unknown"),
+                                                                                 (-1, None)]
+    [ev] = run.record["evaluations"]
+    assert ev["metrics"]["unparseable_rate"]["value"] == pytest.approx(1 / 3)
+    assert ev["metrics"]["unparseable_rate_flexible"]["value"] == pytest.approx(1 / 3)
+
+
 @pytest.mark.parametrize("samples, temperature", [(2, 0.0), (0, 1.0), (1, -0.5)])
 def test_bad_sampling_options(tmp_path, byte_tok, samples, temperature):
     with pytest.raises(SpecError, match="--samples"):

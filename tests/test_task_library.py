@@ -21,7 +21,7 @@ from evalsuite.engines import ContinuationScore
 from evalsuite.errors import DataError, SpecError
 from evalsuite.prompting import PromptRenderer
 from evalsuite.results import read_run, read_samples
-from evalsuite.scoring import answer_index, extract_answer
+from evalsuite.scoring import answer_index, extract_answer, flexible_answer
 from evalsuite.spec import CATEGORIES, load_task
 
 CATALOG = load_tasks()
@@ -109,7 +109,7 @@ def test_hub_only_tasks_all_have_hub_schema_documents():
 
 def _check_document(task, doc, doc_id, pool):
     """Render ``doc`` through every variant: the same gold everywhere, lettered options, and a chain-of-thought
-    few-shot answer that the variant's own answer rule reads back as the gold answer."""
+    few-shot answer that the variant's own answer rules (strict, and the flexible fallback) read back as the gold."""
     golds = {}
     for prompt in task.prompts:
         renderer = PromptRenderer(task, prompt)
@@ -132,6 +132,9 @@ def _check_document(task, doc, doc_id, pool):
             extracted = extract_answer(example, prompt.answer.pattern)
             example_values = renderer.render(pool[example_id], example_id).answer_values
             assert answer_index(extracted, example_values) == example_gold, (prompt.name, example[-200:])
+            # the flexible rule's fallback alone reads it too (the strict rule's answer comes first in a run)
+            fallback = flexible_answer(example, example_values, prompt.answer.flexible)
+            assert answer_index(fallback, example_values) == example_gold, (prompt.name, example[-200:])
             # and the gold answer written the way the prompt asks is read back as the gold
             said = f"Some reasoning. So the answer is ({inst.answer_values[inst.gold]})."
             if "rating is" in prompt.answer.pattern:

@@ -3,7 +3,8 @@
 Sections: ranking (overall and per category, 95% intervals, plot), per-task table, settings side by side
 (zero-shot / few-shot / fine-tuned) with paired tests, prompt variants side by side with robustness and
 ranking stability, verification (agreement between prompt variants and among self-consistency samples,
-accuracy by difficulty and by thinking length), error analysis (confusion matrices, most confident wrong answers), definitions.
+accuracy by difficulty and by thinking length), answer extraction (strict and flexible rules, examples where they
+disagree), error analysis (confusion matrices, most confident wrong answers), definitions.
 
 Every piece of text from runs (model names, prompts, model outputs, labels) goes through ``html.escape``; a
 Content-Security-Policy allows only this file's own script (by hash), inline styles and ``data:`` images.
@@ -46,6 +47,7 @@ from evalsuite.leaderboard.compare import (
     system_label,
 )
 from evalsuite.results import atomic_write_text, make_folder
+from evalsuite.scoring.extract import FLEXIBLE_RULE, STRICT_RULE
 from evalsuite.scoring.stats import fleiss_kappa, kendall_tau_b
 
 __all__ = ["build_report", "render_report"]
@@ -55,6 +57,8 @@ N_BOOT = 10000
 WRONG_SHOWN = 5
 ALPHA = 0.05
 THINKING_BUCKETS = (0, 64, 256, 1024, 4096)  # upper ends of the thinking-length buckets; a last one is open
+DISAGREEMENTS_SHOWN = 3  # per task, examples where the strict and the flexible rule read different answers
+EXCERPT = 400  # characters shown of a generation's end, where its answer is
 
 SCRIPT = """
 (function () {
@@ -660,6 +664,56 @@ def _thinking(r: _Report) -> str:
             "(they count as wrong). Accuracy per bucket of thinking length, with 95% Wilson score intervals.</p>")
 
 
+def _read(s: dict[str, Any], rule: str) -> str:
+    """One rule's reading of a sample: the answer it extracted and whether that is right, wrong or unparseable."""
+    answer, pred, gold = s.get("extracted" + rule), s.get("pred" + rule, -1), s.get("gold", -1)
+    if pred >= 0:
+        verdict = "right" if pred == gold or gold < 0 else "wrong"  # gold -1: a free-form target, pred 0 matches it
+    else:
+        verdict = "wrong" if gold < 0 and answer is not None else "unparseable"
+    return ("—" if answer is None else answer) + f" ({verdict})"
+
+
+def _excerpt(s: dict[str, Any]) -> str:
+    """The end of a sample's generation (its first sample's, with several)."""
+    text = s.get("generation") if s.get("generation") is not None else (s.get("generations") or [""])[0]
+    return text if len(text) <= EXCERPT else "…" + text[-EXCERPT:]
+
+
+def _extraction(r: _Report) -> str:
+    rows, examples = [], {}
+    for key, ev in r.ev.items():
+        read = [s for s in ev.samples if s.get("pred_flexible") is not None]
+        if not read or "accuracy_flexible" not in ev.metrics:
+            continue
+        differ = [s for s in read
+                  if (s.get("pred"), s.get("extracted")) != (s["pred_flexible"], s.get("extracted_flexible"))]
+        cells = [_value_cell(m.get("value"), m.get("low"), m.get("high"), title=m.get("definition") or "")
+                 for name in ("accuracy", "accuracy_flexible", "unparseable_rate", "unparseable_rate_flexible")
+                 for m in [ev.metrics.get(name) or {}]]
+        rows.append(_tr([_td(system_label(*key[:3])), _td(key[4]), _td(key[3]), _num(len(read), 0), *cells,
+                         _num(len(differ), 0)]))
+        examples.setdefault(key[4], []).extend((key, s) for s in differ)
+    if not rows:
+        return '<p class="note">No run recorded answers read by both rules (generation prompts do).</p>'
+    shown = []
+    for task, found in examples.items():
+        for key, s in found[:DISAGREEMENTS_SHOWN]:
+            shown.append(f"<tr><td>{e(task)}<div class='muted'>{e(system_label(*key[:3]))} · {e(key[3])} · doc "
+                         f"{e(s.get('doc_id'))}</div></td><td class=\"wide\"><div class=\"prompt\"><pre>{e(_excerpt(s))}"
+                         f"</pre></div></td><td>{e(_read(s, ''))}</td><td>{e(_read(s, '_flexible'))}</td>"
+                         f"<td>{e(s.get('gold_text'))}</td></tr>")
+    table = (_table([("task", "text"), ("generation (its end)", "text"), ("strict", "text"), ("flexible", "text"),
+                     ("gold", "text")], shown) if shown else '<p class="note">The two rules read every answer alike.</p>')
+    return (_table([("system", "text"), ("task", "text"), ("prompt", "text"), ("documents", "num"),
+                    ("accuracy (strict)", "num"), ("accuracy (flexible)", "num"), ("unparseable (strict)", "num"),
+                    ("unparseable (flexible)", "num"), ("disagree", "num")], rows) +
+            f"<h3>Where the rules disagree</h3>{table}"
+            f'<p class="note">Every generated answer is read twice. The {e(STRICT_RULE)}. The {e(FLEXIBLE_RULE)}. '
+            "Accuracy counts unparseable answers as wrong; intervals are the runs' 95% bootstrap intervals. Disagree: "
+            f"documents whose two readings differ; up to {DISAGREEMENTS_SHOWN} per task are shown.</p>")
+
+
 def _confidence(s: dict[str, Any]) -> tuple[float, str] | None:
     """How sure a wrong answer was: the log-prob margin of the chosen over the gold choice, or the vote share."""
     lp, pred, gold = s.get("logprobs"), s.get("pred", -1), s.get("gold", -1)
@@ -784,6 +838,7 @@ SECTIONS = [
     ("consistency", "Self-consistency", _self_consistency),
     ("difficulty", "Accuracy by difficulty", _difficulty),
     ("thinking", "Thinking length", _thinking),
+    ("extraction", "Answer extraction", _extraction),
     ("errors", "Error analysis", _errors),
     ("definitions", "Definitions and runs", _definitions),
 ]

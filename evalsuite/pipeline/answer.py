@@ -22,6 +22,7 @@ from evalsuite.scoring import (
     choose,
     expected_score,
     extract_answer,
+    flexible_answer,
     majority_vote,
     normalise,
     split_thinking,
@@ -94,6 +95,23 @@ def _read_answer(inst: Instance, extracted: str | None) -> int:
     return 0 if extracted is not None and extracted.strip() == inst.gold_text.strip() else -1
 
 
+def _flexible(inst: Instance, pattern: str | None, text: str | None, strict: str | None, pred: int) -> str | None:
+    """The flexible rule's answer: the strict one where that reads (names an allowed value; free-form targets:
+    any answer), else the fallback's reading of the same text (none when the thinking never closed)."""
+    reads = pred >= 0 if inst.answer_values else strict is not None
+    return strict if reads or text is None else flexible_answer(text, inst.answer_values, pattern)
+
+
+def _vote(inst: Instance, extracted: Sequence[str | None], preds: Sequence[int]) -> tuple[int, str | None, Any]:
+    """The majority vote of one rule's answers: its prediction, its answer text and the vote. A vote is the
+    answer's index (a free-form answer: its normalised text); unparseable answers do not vote."""
+    keys = [(p if p >= 0 else None) if inst.answer_values else (normalise(a) if a else None)
+            for p, a in zip(preds, extracted)]
+    vote = majority_vote(keys)
+    chosen = vote.sample
+    return (-1, None, vote) if chosen is None else (preds[chosen], extracted[chosen], vote)
+
+
 class _Reader:
     """Where a run reads answers in generations: with ``--think``, the text left once the thinking is removed
     (:func:`~evalsuite.scoring.split_thinking`); and how long thinking and answers are, in the tokenizer's
@@ -134,24 +152,28 @@ def _generated_sample(task: TaskSpec, prompt: PromptSpec, inst: Instance, contex
     """One document's sample from its generation, or from the majority vote of several."""
     texts, readable, splits = zip(*(reader.read(g, context) for g in generated))
     reasonings = tuple(answer_parts(g)[1] for g in generated)
+    rule = prompt.answer
+    field = "pattern"
     try:
-        extracted = [None if text is None else extract_answer(text, prompt.answer.pattern) for text in readable]
+        extracted = [None if text is None else extract_answer(text, rule.pattern) for text in readable]
+        preds = [_read_answer(inst, answer) for answer in extracted]
+        field = "flexible"
+        flexible = [_flexible(inst, rule.flexible, *read) for read in zip(readable, extracted, preds)]
     except LimitError as exc:
-        raise SpecError(f"{prompt.path}: field 'header.answer.pattern' on document {inst.doc_id} of task "
+        raise SpecError(f"{prompt.path}: field 'header.answer.{field}' on document {inst.doc_id} of task "
                         f"'{task.name}': {exc}") from None
-    preds = [_read_answer(inst, answer) for answer in extracted]
+    flexible_preds = [_read_answer(inst, answer) for answer in flexible]
     fields: dict[str, Any] = {"messages": messages, "thinking": reader.lengths(splits) if reader.tags else None}
     if len(generated) == 1:
         return _sample(task, prompt, inst, context, preds[0], generation=texts[0], extracted=extracted[0],
-                       reasoning=reasonings[0], **fields)
-    # A vote is the answer's index (a free-form answer: its normalised text); unparseable answers do not vote.
-    keys = [(p if p >= 0 else None) if inst.answer_values else (normalise(a) if a else None)
-            for p, a in zip(preds, extracted)]
-    vote = majority_vote(keys)
-    chosen = vote.sample
-    return _sample(task, prompt, inst, context, -1 if chosen is None else preds[chosen],
-                   generations=texts, votes=tuple(extracted), reasonings=reasonings if any(reasonings) else None,
-                   extracted=None if chosen is None else extracted[chosen], agreement=vote.agreement, **fields)
+                       pred_flexible=flexible_preds[0], extracted_flexible=flexible[0], reasoning=reasonings[0],
+                       **fields)
+    pred, answer, vote = _vote(inst, extracted, preds)
+    pred_flexible, answer_flexible, _ = _vote(inst, flexible, flexible_preds)  # each rule votes on its own
+    return _sample(task, prompt, inst, context, pred, generations=texts, votes=tuple(extracted),
+                   reasonings=reasonings if any(reasonings) else None, extracted=answer, agreement=vote.agreement,
+                   pred_flexible=pred_flexible, extracted_flexible=answer_flexible, votes_flexible=tuple(flexible),
+                   **fields)
 
 
 def _sample(task: TaskSpec, prompt: PromptSpec, inst: Instance, context: str, pred: int, **fields: Any) -> Sample:

@@ -31,7 +31,10 @@ class Sample:
     Log-likelihood prompts fill ``logprobs`` (summed per choice), ``tokens``, ``greedy`` and ``pred_norm``;
     generation prompts ``generation`` (or ``generations`` and ``votes`` with several samples per document)
     and ``extracted`` (None when no answer could be read); a classification head ``inputs`` and
-    ``label_logprobs``. ``pred`` is -1 for an unparseable answer.
+    ``label_logprobs``. ``pred`` is -1 for an unparseable answer. Generated answers are read by two rules
+    (:mod:`evalsuite.scoring.extract`): ``extracted`` and ``pred`` by the prompt's strict rule,
+    ``extracted_flexible`` and ``pred_flexible`` by its flexible one (with several samples ``votes_flexible``,
+    and each rule's own vote); files written before the flexible rule existed have neither, and still load.
 
     Chat-formatted prompts also keep their conversation, ``messages`` (``[{role, content}, ...]``: what the
     chat template or the chat API received). ``reasoning`` (``reasonings`` with several samples) is the
@@ -64,6 +67,9 @@ class Sample:
     reasonings: tuple[str | None, ...] | None = None
     votes: tuple[str | None, ...] | None = None
     extracted: str | None = None
+    votes_flexible: tuple[str | None, ...] | None = None
+    extracted_flexible: str | None = None
+    pred_flexible: int | None = None
     thinking: dict[str, Any] | None = None
     agreement: float | None = None
     doc_hash: str | None = None
@@ -88,11 +94,13 @@ class Sample:
         return self.choices[self.pred].strip() if self.pred >= 0 and self.choices else ""
 
     def to_dict(self) -> dict[str, Any]:
-        """The ``samples.jsonl`` line; ``extracted`` is written for every generated answer, null when unparseable."""
+        """The ``samples.jsonl`` line; ``extracted`` is written for every generated answer, null when unparseable,
+        and so is ``extracted_flexible`` wherever the flexible rule was applied."""
         out: dict[str, Any] = {}
         for key in _ORDER:
             value = self.correct if key == "correct" else getattr(self, key)
-            if value is not None or key in _REQUIRED or (key == "extracted" and self.generated):
+            if value is not None or key in _REQUIRED or (key == "extracted" and self.generated) or (
+                    key == "extracted_flexible" and self.pred_flexible is not None):
                 out[key] = list(value) if isinstance(value, tuple) else value
         return out
 
@@ -109,8 +117,8 @@ class Sample:
 # The order of samples.jsonl's keys: written before this module existed, kept so that files stay comparable.
 _ORDER = ("task", "variant", "doc_id", "fewshot_ids", "prompt", "messages", "inputs", "choices", "pred_norm",
           "logprobs", "tokens", "greedy", "label_logprobs", "generation", "generations", "reasoning", "reasonings",
-          "votes", "extracted", "thinking", "agreement", "pred", "gold", "gold_text", "correct", "doc_hash",
-          "difficulty", "score", "gold_score", "cluster")
+          "votes", "extracted", "votes_flexible", "extracted_flexible", "thinking", "agreement", "pred",
+          "pred_flexible", "gold", "gold_text", "correct", "doc_hash", "difficulty", "score", "gold_score", "cluster")
 
 
 @dataclass(frozen=True)
@@ -125,13 +133,14 @@ class Outcome:
     score: float | None
     gold_score: float | None
     cluster: str | None = None
+    pred_flexible: int | None = None
 
     @classmethod
     def of(cls, sample: Sample) -> Outcome:
         # Interned: documents share the few distinct answer strings instead of holding a copy each.
         return cls(sample.pred, sample.gold, sample.pred_norm, sys.intern(str(sample.pred_text)),
                    sys.intern(sample.gold_text), sample.score, sample.gold_score,
-                   None if sample.cluster is None else sys.intern(sample.cluster))
+                   None if sample.cluster is None else sys.intern(sample.cluster), sample.pred_flexible)
 
 
 def predictions(outcomes: Sequence[Outcome], labels: Sequence[str], positive: int | None,
@@ -143,6 +152,7 @@ def predictions(outcomes: Sequence[Outcome], labels: Sequence[str], positive: in
         # Free-form targets: correctness is exact match of the answer, so code it as class 0 vs unparseable.
         gold = np.zeros(len(outcomes), dtype=np.int64)
     norm = [o.pred_norm for o in outcomes]
+    flexible = [o.pred_flexible for o in outcomes]
     scores = [o.score for o in outcomes]
     graded = bool(outcomes) and None not in scores
     clusters = [o.cluster for o in outcomes]
@@ -154,6 +164,7 @@ def predictions(outcomes: Sequence[Outcome], labels: Sequence[str], positive: in
         labels=tuple(labels),
         positive=positive,
         pred_norm=np.array(norm, dtype=np.int64) if outcomes and None not in norm else None,
+        pred_flexible=np.array(flexible, dtype=np.int64) if outcomes and None not in flexible else None,
         pred_text=tuple(o.pred_text for o in outcomes),
         gold_text=tuple(o.gold_text for o in outcomes),
         score=np.array(scores, dtype=np.float64) if graded else None,

@@ -1,7 +1,18 @@
 """Scoring: answer extraction, metrics with exact definitions, bootstrap intervals, variance decomposition."""
 
 from evalsuite.scoring.consistency import AGREEMENT, VOTE_RULE, Vote, agreement_interval, majority_vote
-from evalsuite.scoring.extract import Thinking, answer_index, clean_generation, extract_answer, normalise, split_thinking
+from evalsuite.scoring.extract import (
+    FLEXIBLE_RULE,
+    STRICT_RULE,
+    Thinking,
+    answer_index,
+    clean_generation,
+    describe_flexible,
+    extract_answer,
+    flexible_answer,
+    normalise,
+    split_thinking,
+)
 from evalsuite.scoring.groups import accuracy_by_group
 from evalsuite.scoring.metrics import (
     METRICS,
@@ -22,6 +33,8 @@ from evalsuite.scoring.variance import VarianceDecomposition, variance_decomposi
 
 __all__ = [
     "AGREEMENT",
+    "FLEXIBLE_RULE",
+    "STRICT_RULE",
     "VOTE_RULE",
     "Thinking",
     "Vote",
@@ -38,9 +51,11 @@ __all__ = [
     "choose",
     "compute_metrics",
     "confusion_counts",
+    "describe_flexible",
     "document_mean",
     "expected_score",
     "extract_answer",
+    "flexible_answer",
     "metrics_for",
     "normalise",
     "register_metric",

@@ -17,6 +17,7 @@ import numpy as np
 
 from evalsuite.errors import MetricError
 from evalsuite.registry import Registry
+from evalsuite.scoring.extract import FLEXIBLE_RULE, STRICT_RULE
 
 UNPARSEABLE = -1
 _CHUNK = 1 << 20  # max gathered elements per bootstrap chunk (bounds memory for large n_boot * n)
@@ -62,12 +63,13 @@ class Predictions:
     gold_score: np.ndarray | None = None  # float, gold graded score
     clusters: tuple[str, ...] | None = None  # each document's cluster key; intervals then resample whole clusters
     cluster_by: str | None = None  # what the keys are (the task's cluster field), for the interval's definition
+    pred_flexible: np.ndarray | None = None  # int, a generated answer read by the flexible rule; -1 = unparseable
 
     def __post_init__(self) -> None:
         k = int(self.n_classes)
         object.__setattr__(self, "n_classes", k)
         object.__setattr__(self, "labels", tuple(str(s) for s in self.labels))
-        for f in ("pred", "gold", "pred_norm"):
+        for f in ("pred", "gold", "pred_norm", "pred_flexible"):
             if getattr(self, f) is not None:
                 object.__setattr__(self, f, _int_array(f, getattr(self, f)))
         n = len(self.gold)
@@ -77,7 +79,7 @@ class Predictions:
             raise MetricError(f"Predictions: label names must be unique, got {self.labels}")
         if n and (self.gold.min() < 0 or self.gold.max() >= k):
             raise MetricError(f"Predictions.gold must lie in [0, {k}), got range [{self.gold.min()}, {self.gold.max()}]")
-        for f in ("pred", "pred_norm"):
+        for f in ("pred", "pred_norm", "pred_flexible"):
             a = getattr(self, f)
             if a is None:
                 continue
@@ -216,6 +218,13 @@ def _correct_norm(p: Predictions) -> np.ndarray:
     return (p.pred_norm == p.gold).astype(np.float64)
 
 
+def _flexible(p: Predictions) -> np.ndarray:
+    if p.pred_flexible is None:
+        raise MetricError("accuracy_flexible and unparseable_rate_flexible need Predictions.pred_flexible (generated "
+                          "answers read by the flexible rule); they apply only to generation prompts")
+    return p.pred_flexible
+
+
 def _exact(p: Predictions) -> np.ndarray:
     if p.pred_text is None or p.gold_text is None:
         raise MetricError("exact_match needs Predictions.pred_text and Predictions.gold_text")
@@ -293,6 +302,11 @@ _SCORE = ("the predicted score is the expected rating Σ_k p_k·v_k over the tas
 
 # ---------------------------------------------------------------- definitions
 _UNP = "unparseable answers (pred = -1) count as wrong"
+
+
+def _strict(p: Predictions) -> str:
+    """How ``pred`` was read, where it was read from generated text (which the flexible reading marks)."""
+    return "" if p.pred_flexible is None else f"; pred is a generated answer read by the {STRICT_RULE}"
 _UNP_CM = ("unparseable answers (pred = -1) form their own predicted column of the confusion matrix "
            "that never matches gold (a false negative for the gold class; not itself averaged over)")
 
@@ -310,7 +324,7 @@ def _def_macro(p: Predictions) -> str:
 
 register_metric(Metric(
     "accuracy", lambda p: (p.pred == p.gold).astype(np.float64), document_mean,
-    lambda p: f"accuracy: mean(pred == gold) over documents; {_UNP}"))
+    lambda p: f"accuracy: mean(pred == gold) over documents; {_UNP}{_strict(p)}"))
 register_metric(Metric(
     "accuracy_norm", _correct_norm, document_mean,
     lambda p: ("accuracy_norm: mean(pred_norm == gold), where pred_norm is the choice with the highest "
@@ -345,7 +359,18 @@ register_metric(Metric(
                f"constant; {_SCORE}")))
 register_metric(Metric(
     "unparseable_rate", lambda p: (p.pred == UNPARSEABLE).astype(np.float64), document_mean,
-    lambda p: "unparseable_rate: mean(pred == -1), the fraction of answers that could not be parsed"))
+    lambda p: f"unparseable_rate: mean(pred == -1), the fraction of answers that could not be parsed{_strict(p)}"))
+register_metric(Metric(
+    "accuracy_flexible", lambda p: (_flexible(p) == p.gold).astype(np.float64), document_mean,
+    lambda p: (f"accuracy_flexible: mean(pred_flexible == gold) over documents, pred_flexible the generated answer "
+               f"read by the {FLEXIBLE_RULE}; unparseable answers (pred_flexible = -1) count as wrong")))
+register_metric(Metric(
+    "unparseable_rate_flexible", lambda p: (_flexible(p) == UNPARSEABLE).astype(np.float64), document_mean,
+    lambda p: ("unparseable_rate_flexible: mean(pred_flexible == -1), the fraction of generated answers that the "
+               f"{FLEXIBLE_RULE} could not read either")))
+
+
+GENERATION_METRICS = ("unparseable_rate", "accuracy_flexible", "unparseable_rate_flexible")
 
 
 def choose(logprobs: Sequence[float], choices: Sequence[str]) -> tuple[int, int]:
@@ -357,13 +382,14 @@ def choose(logprobs: Sequence[float], choices: Sequence[str]) -> tuple[int, int]
 
 def metrics_for(names: Sequence[str], method: str) -> list[str]:
     """The metrics a task × prompt method reports: those that need every choice's log-likelihood only for
-    log-likelihood prompts (generated answers and classification heads have none), and ``unparseable_rate``
-    always for generation prompts."""
+    log-likelihood prompts (generated answers and classification heads have none), and always for generation
+    prompts ``unparseable_rate`` (of the strict rule, which ``accuracy`` scores), ``accuracy_flexible`` and
+    ``unparseable_rate_flexible``."""
     if method == "loglikelihood":
         return list(names)
     kept = [name for name in names if not resolve_metric(name).loglikelihood_only]
-    if method == "generation" and "unparseable_rate" not in kept:
-        kept.append("unparseable_rate")
+    if method == "generation":
+        kept += [name for name in GENERATION_METRICS if name not in kept]
     return kept
 
 

@@ -14,7 +14,9 @@ Header keys (all optional): ``description``; ``method`` (``loglikelihood`` | ``g
 put between context and answer); ``fewshot_separator`` (default ``"\\n\\n"``); ``preamble`` (text before
 the few-shot examples); ``fewshot_target`` (expression for an example's answer text, default the gold
 choice); ``generation`` (``max_tokens``, ``stop``); ``answer`` (``pattern``: regex whose last match's
-group 1 is the answer; ``values``: expression listing the answer strings per choice, default the choices).
+group 1 is the answer, the strict rule; ``values``: expression listing the answer strings per choice, default
+the choices; ``flexible``: regex of the flexible rule's fallback, default a ``\\boxed{..}`` answer, else the
+last allowed value as a whole word, see :mod:`evalsuite.scoring.extract`).
 """
 
 from __future__ import annotations
@@ -38,10 +40,13 @@ class AnswerRule:
     """How a generated answer is extracted (:mod:`evalsuite.scoring.extract`): the last match of ``pattern``
     (group 1, or the whole match) in the text after NFKC and removing markdown marks, compared with ``values``
     (one string per choice) case-folded and without outer punctuation. No match, or no single equal value,
-    counts as unparseable."""
+    counts as unparseable. That is the strict rule; the flexible rule falls back, where the strict one reads no
+    allowed value, to the last match of ``flexible``, or without it to a default (a ``\\boxed{..}`` answer,
+    else the last allowed value standing as a whole word)."""
 
     pattern: str
     values: str | None
+    flexible: str | None = None
 
 
 @dataclass(frozen=True)
@@ -81,11 +86,12 @@ def load_prompt(path: Path) -> PromptSpec:
     answer_fields = f.sub("answer", None)
     answer = None
     if answer_fields is not None:
-        pattern = answer_fields.get("pattern", str)
-        problem = regex_error(pattern)
-        if problem:
-            raise answer_fields.error("pattern", f"invalid regular expression: {problem}")
-        answer = AnswerRule(pattern=pattern, values=answer_fields.get("values", str, None))
+        patterns = {"pattern": answer_fields.get("pattern", str), "flexible": answer_fields.get("flexible", str, None)}
+        for key, pattern in patterns.items():
+            problem = regex_error(pattern) if pattern is not None else None
+            if problem:
+                raise answer_fields.error(key, f"invalid regular expression: {problem}")
+        answer = AnswerRule(values=answer_fields.get("values", str, None), **patterns)
         answer_fields.finish()
     if method == "generation" and answer is None:
         raise f.error("answer", "a generation prompt needs an 'answer' rule (pattern, values)")
