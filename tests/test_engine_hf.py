@@ -188,7 +188,7 @@ def test_shared_prefix_is_computed_once_and_changes_no_score(engine):
     rng = random.Random(5)
     prefix = tuple(rng.randrange(256) for _ in range(150))  # e.g. fixed few-shot examples
     requests = [LoglikelihoodRequest(prefix + r.context, r.continuations) for r in random_requests(6, 10)]
-    assert len(engine._shared_prefix(requests)) >= 150
+    assert len(engine._shared_prefix([r.context for r in requests])) >= 150
     shared = logprobs(engine, requests)
     engine.share_prefix = False
     try:
