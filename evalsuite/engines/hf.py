@@ -141,6 +141,7 @@ class HFEngine:
                 finish(request, "")
         prefix = self._shared_prefix(list(dict.fromkeys(r.context for r in pending)))
         prefix_kv = self._prefix_kv(prefix) if prefix else None
+        self.stats["tokens_computed"] += len(prefix)
         while pending:
             rows = min(self.batch_size, self._rows_that_fit or self.batch_size)
             try:
