@@ -151,7 +151,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="gen-speed-"))
     cases = prepare(args.cases.split(","), args.limit, args.seed, args.data_dir, workdir, args.max_tokens)
     env = worker_env()
-    engines = args.engines.split(",")
+    engines = [e for e in args.engines.split(",") if e]  # none: self-consistency only
 
     def spec(engine: str, **extra) -> dict:
         return {"model": model, "engine": engine, "dtype": args.dtype, "batch_size": args.batch_size,

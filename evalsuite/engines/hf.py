@@ -6,6 +6,11 @@ and itself only, with position ids restarting after the context for every contin
 is applied only at positions that predict a continuation token. Rows are sorted by length and cut into
 batches under a token budget where padding costs least; right padding never changes a score because padded
 keys are masked out. A batch that runs out of memory is split in halves and retried, down to single rows.
+
+Generation runs greedy and sampled requests in one decoding loop (:meth:`HFEngine._decode`): the shared prefix
+and each distinct prompt are computed once, finished rows leave the batch and waiting requests take their
+place, and every sampled request draws from its own seeded generator, so its text does not depend on the
+batch size or its batch-mates.
 """
 
 from __future__ import annotations
