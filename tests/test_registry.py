@@ -92,7 +92,7 @@ def test_unknown_engine_lists_the_built_in_and_installed_ones(tmp_path, data_dir
 def test_unknown_names_list_the_known_ones():
     with pytest.raises(EngineError, match=r"^unknown engine 'nope'; known engines: chat, hf, server, vllm$"):
         load_engine("nope", "x")
-    with pytest.raises(MetricError, match=r"^unknown metric 'bleu'; known metrics: accuracy, accuracy_norm, "):
+    with pytest.raises(MetricError, match=r"^unknown metric 'bleu'; known metrics: accuracy, accuracy_flexible, accuracy_norm, "):
         resolve_metric("bleu")
     with pytest.raises(DataError, match=r"^unknown data format 'nope'; known data formats: copa_xml, csv, "):
         parse("nope", Path("x"))
