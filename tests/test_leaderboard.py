@@ -11,6 +11,7 @@ import pytest
 
 from evalsuite.errors import EvalsuiteError
 from evalsuite.leaderboard import build_leaderboard, gather, leaderboard_table
+from evalsuite.leaderboard.ranking import RANK_COLUMNS
 
 CATEGORY = {"copa": "commonsense", "piqa": "commonsense", "folio": "logical", "rte": "semantic_matching"}
 DEFINITION = {"accuracy": "Fraction of documents whose highest-scoring answer is the gold one.",
@@ -159,9 +160,10 @@ def test_markdown_rows_escaping_and_definitions(tmp_path: Path) -> None:
     lines = md.splitlines()
     assert lines[0] == "# Leaderboard"
     header = next(x for x in lines if x.startswith("| model |"))
-    assert header.startswith("| model | setting | prompt | overall | logical | commonsense | semantic_matching | "
-                             "folio (accuracy) | copa (accuracy) | piqa (accuracy) | rte (mcc) |")
-    assert ("| alpha | zero-shot | a\\|b | 0.625 [0.582, 0.668] | 0.400 [0.300, 0.500] | 0.700 [0.642, 0.758] | "
+    assert header.startswith("| model | setting | prompt | overall | rank | group | logical | commonsense | "
+                             "semantic_matching | folio (accuracy) | copa (accuracy) | piqa (accuracy) | rte (mcc) |")
+    # no samples.jsonl: unranked
+    assert ("| alpha | zero-shot | a\\|b | 0.625 [0.582, 0.668] | — | — | 0.400 [0.300, 0.500] | 0.700 [0.642, 0.758] | "
             "0.700 [0.620, 0.780] | 0.400 [0.300, 0.500] | 0.600 [0.500, 0.700] |") in md
     assert "| beta + lora-x | fine-tuned | plain |" in md
     assert "| alpha | zero-shot | a\\|b | 50 | 100 | 200 | 80 |" in md  # n per task
@@ -176,7 +178,7 @@ def test_csv_json_roundtrip_and_determinism(grid: Path, tmp_path: Path) -> None:
     assert all(p.stat().st_mode & 0o777 == 0o644 for p in paths.values())  # readable by others, e.g. a web server
     wide = leaderboard_table(gather([grid]))
     back = pd.read_csv(paths["csv"], keep_default_na=False, na_values=[""])
-    assert back.columns.tolist() == wide.columns.tolist()
+    assert back.columns.tolist() == wide.columns.tolist() + RANK_COLUMNS
     numeric = [c for c in wide.columns if c not in ("model", "adapter", "setting", "prompt")]
     pd.testing.assert_frame_equal(back[numeric], wide[numeric], check_dtype=False)
     assert back["prompt"].tolist() == wide["prompt"].tolist()

@@ -77,7 +77,7 @@ def test_self_contained_and_escaped(report: Path) -> None:
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "&lt;img src=x onerror=&quot;window.pwned=1&quot;&gt;" in page
     assert not re.search(r'(?:src|href)="(?!data:|#)', page)  # nothing loaded from anywhere else
     assert "Content-Security-Policy" in page and "script-src 'sha256-" in page
-    assert page.count('src="data:image/png;base64,') == 3  # categories, tasks, difficulty
+    assert page.count('src="data:image/png;base64,') == 4  # categories, ranks, tasks, difficulty
 
 
 def test_settings_section_shows_paired_tests(report: Path, runs: Path) -> None:

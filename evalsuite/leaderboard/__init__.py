@@ -3,7 +3,9 @@
 Only complete run folders are read (``find_runs`` skips ``*.partial``), and whole runs only: a shard's folder
 (``run --shard``) is refused until ``evalsuite merge`` combines its set. When several runs hold the same
 (model, adapter, setting, prompt variant, task), the newest by ``created`` wins. Means over tasks are
-unweighted; their 95% intervals combine the per-task intervals as if the tasks were independent.
+unweighted; their 95% intervals combine the per-task intervals as if the tasks were independent. Each row's
+rank, with its interval over resampled documents, and its group of rows not significantly different come from
+the runs' samples (:mod:`evalsuite.leaderboard.ranking`).
 
 Published files (the leaderboards and the HTML report) are made to be shared: a model or adapter given as an
 absolute path shows relative to the folder the command runs in (unless absolute paths are asked for), and
@@ -21,6 +23,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from evalsuite.errors import EvalsuiteError
+from evalsuite.leaderboard import ranking
 from evalsuite.results import atomic_write_text, find_runs, make_folder, read_whole_run
 from evalsuite.spec import CATEGORIES, setting_label
 
@@ -44,6 +47,7 @@ DEFINITIONS = {
     "has, out of the K tasks in the table, and flagged with * (mean over k of K tasks).",
     "duplicates": "When several runs hold the same model, adapter, setting, prompt and task, only the newest "
     "(by created) is kept.",
+    **ranking.DEFINITIONS,
 }
 
 
@@ -242,7 +246,9 @@ def render_markdown(long: pd.DataFrame, wide: pd.DataFrame) -> str:
     """The leaderboard as Markdown: table, n per task, definitions, notes and the runs included."""
     tasks, cats = wide.attrs["tasks"], wide.attrs["categories"]
     total = len(tasks)
-    header = ["model", "setting", "prompt", "overall", *cats, *(f"{t['task']} ({t['metric']})" for t in tasks)]
+    ranked = "rank" in wide  # the rank columns (evalsuite.leaderboard.ranking) follow overall
+    header = ["model", "setting", "prompt", "overall", *(["rank", "group"] if ranked else []), *cats,
+              *(f"{t['task']} ({t['metric']})" for t in tasks)]
     body, flagged = [], []
     for _, row in wide.iterrows():
         cells, short = [_label(row), row["setting"], row["prompt"]], []
@@ -253,6 +259,8 @@ def render_markdown(long: pd.DataFrame, wide: pd.DataFrame) -> str:
                 text += "*"
                 short.append(f"{base} over {k} of {size} tasks")
             cells.append(text)
+        if ranked:
+            cells[4:4] = [ranking.rank_text(row), row["group"] if isinstance(row["group"], str) else "—"]
         cells += [_cell(row[f"{t['task']}__value"], row[f"{t['task']}__low"], row[f"{t['task']}__high"]) for t in tasks]
         body.append(cells)
         if short:
@@ -303,8 +311,12 @@ def _json(long: pd.DataFrame, wide: pd.DataFrame) -> dict[str, Any]:
                                                             for col in ("value", "low", "high")},
                                   "n": None if pd.isna(r[f"{t['task']}__n"]) else int(r[f"{t['task']}__n"])}
                       for t in tasks},
+            **({"rank": ranking.rank_record(r, wide.attrs.get("ranking"))} if "rank" in wide else {}),
         })
+    ranks = wide.attrs.get("ranking")
     return {"definitions": {**DEFINITIONS, "metrics": metric_definitions(long)}, "tasks": tasks, "rows": rows,
+            **({"ranking": {"tasks": ranks.tasks, "resamples": ranks.n_boot, "seed": ranks.seed,
+                            "alpha": ranking.ALPHA}} if ranks else {}),
             "runs": runs_of(long), "superseded": wide.attrs.get("superseded", 0), "notes": wide.attrs.get("notes", [])}
 
 
@@ -331,13 +343,15 @@ def gather_published(run_dirs: Sequence[Path], metric: str | None = None, *,
 def build_leaderboard(run_dirs: Sequence[Path], output: Path, metric: str | None = None, *,
                       absolute_paths: bool = False) -> dict[str, Path]:
     """Write ``leaderboard.md``, ``.csv``, ``.json`` and ``variants.md`` (prompt variants side by side, see
-    :mod:`evalsuite.leaderboard.variants`) under ``output``, each atomically; return their paths. Cells show
+    :mod:`evalsuite.leaderboard.variants`) under ``output``, each atomically; return their paths. Rows carry their
+    rank and group (:mod:`evalsuite.leaderboard.ranking`, from the runs' samples). Cells show
     each task's main metric, or ``metric`` where a task has it. Models and adapters given as absolute paths
     are shown relative to the current folder, unless ``absolute_paths``."""
     from evalsuite.leaderboard.variants import render_variants
 
     long = gather_published(run_dirs, metric, absolute_paths=absolute_paths)
     wide = leaderboard_table(long)
+    wide = ranking.with_ranking(wide, ranking.rank_rows(long, wide, ranking.recorded_evaluations(long)))
     output = make_folder(output)
     paths = {"md": output / "leaderboard.md", "csv": output / "leaderboard.csv", "json": output / "leaderboard.json",
              "variants": output / "variants.md"}

@@ -1,6 +1,7 @@
 """The HTML report: one self-contained ``index.html`` (inline CSS, inline PNG plots, one small inline script).
 
-Sections: ranking (overall and per category, 95% intervals, plot), per-task table, settings side by side
+Sections: ranking (overall and per category, 95% intervals, rank intervals and groups of rows not
+significantly different, plots), per-task table, settings side by side
 (zero-shot / few-shot / fine-tuned) with paired tests, prompt variants side by side with robustness and
 ranking stability, verification (agreement between prompt variants and among self-consistency samples,
 accuracy by difficulty and by thinking length), answer extraction (strict and flexible rules, examples where they
@@ -46,6 +47,8 @@ from evalsuite.leaderboard.compare import (
     format_p,
     system_label,
 )
+from evalsuite.leaderboard.ranking import ALPHA as RANK_ALPHA
+from evalsuite.leaderboard.ranking import SOURCES, rank_rows, with_ranking
 from evalsuite.results import atomic_write_text, make_folder
 from evalsuite.scoring.extract import FLEXIBLE_RULE, STRICT_RULE
 from evalsuite.scoring.stats import fleiss_kappa, kendall_tau_b
@@ -266,17 +269,58 @@ class _Report:
 
 
 def _ranking(r: _Report) -> str:
-    header = [("#", "num"), ("model", "text"), ("setting", "text"), ("prompt", "text"), ("overall", "num")]
+    header = [("#", "num"), ("model", "text"), ("setting", "text"), ("prompt", "text"), ("overall", "num"),
+              ("rank", "num"), ("group", "text"), ("first", "num")]
     header += [(c.replace("_", " "), "num") for c in r.categories] + [("tasks", "num")]
     rows = []
     for i, (_, d) in enumerate(r.wide.iterrows(), start=1):
         cells = [_num(i, 0), _td(d["label"]), _td(d["setting"]),
-                 _td(d["prompt"]), _value_cell(d["overall"], d["overall__low"], d["overall__high"])]
+                 _td(d["prompt"]), _value_cell(d["overall"], d["overall__low"], d["overall__high"]), _rank_cell(d),
+                 _td(d["group"] if isinstance(d["group"], str) else "—"), _num(d["rank__first"], 2)]
         cells += [_value_cell(d[f"{c}__mean"], d[f"{c}__low"], d[f"{c}__high"]) for c in r.categories]
         cells.append(f'<td class="num" data-v="{d["overall__k"]}">{d["overall__k"]}/{len(r.tasks)}</td>')
         rows.append(_tr(cells))
     return (_table(header, rows) + '<p class="note">Each cell: the unweighted mean of the tasks\' main metric, its '
-            "95% interval below (see Definitions). Click a column header to sort.</p>" + _category_plot(r))
+            "95% interval below (see Definitions). Rank: 1 = best, its 95% interval below, over resamples of "
+            f"{e(SOURCES)}; first: the share of resamples in which the row ranks first; rows sharing a group letter "
+            f"are not significantly different (paired bootstrap, Holm over all pairs, α = {RANK_ALPHA}). Click a column "
+            "header to sort.</p>" + _category_plot(r) + _rank_plot(r))
+
+
+def _rank_cell(d: pd.Series) -> str:
+    """A row's rank with its 95% interval below (a dash for an unranked row)."""
+    if pd.isna(d["rank"]):
+        return '<td class="num" data-v="">—</td>'
+    return (f'<td class="num" data-v="{_v(d["rank"])}">{d["rank"]:g}'
+            f'<span class="ci">[{d["rank__low"]:g}–{d["rank__high"]:g}]</span></td>')
+
+
+def _rank_plot(r: _Report) -> str:
+    """Each ranked row's rank interval as a bar with its point rank, best first, group letters on the right."""
+    ranked = r.wide[r.wide["rank"].notna()]
+    if ranked.empty:
+        return ""
+    ranked = ranked.sort_values("rank", kind="mergesort")
+    plt = _pyplot()
+    n = len(ranked)
+    fig, ax = plt.subplots(figsize=(8.5, 0.9 + 0.32 * n))
+    y = np.arange(n)
+    low, high = ranked["rank__low"].to_numpy(float), ranked["rank__high"].to_numpy(float)
+    ax.barh(y, high - low + 0.5, left=low - 0.25, height=0.5, color="#9ecae1")  # a bar spans its ranks' slots
+    ax.plot(ranked["rank"].to_numpy(float), y, "o", color="#08519c", ms=5)
+    for yi, group in zip(y, ranked["group"]):
+        ax.text(1.01, yi, group, transform=ax.get_yaxis_transform(), va="center", fontsize=9)
+    ax.set_yticks(y, [_row_label(row) for _, row in ranked.iterrows()])
+    ax.invert_yaxis()
+    ax.set_xlim(0.5, n + 0.5)
+    ax.set_xticks(np.arange(1, n + 1) if n <= 20 else np.linspace(1, n, 6).round())
+    ax.set_xlabel("rank (1 = best) with its 95% interval")
+    ranking = r.wide.attrs["ranking"]
+    return _png(fig, "Rank intervals with significance groups",
+                f"Each row's rank (dot) with its 95% interval (bar) over {ranking.n_boot} resamples of {SOURCES}; "
+                f"on the right its group letters: rows sharing a letter are not significantly different (paired "
+                f"bootstrap of the overall difference, Holm over all pairs, α = {RANK_ALPHA}). Ranked over "
+                f"{', '.join(ranking.tasks)}.")
 
 
 def _category_plot(r: _Report) -> str:
@@ -845,7 +889,10 @@ SECTIONS = [
 
 
 def render_report(long: pd.DataFrame, wide: pd.DataFrame, evaluations: dict[tuple, Evaluation]) -> str:
-    """The whole page. ``evaluations``: (model, adapter, setting, variant, task) → evaluation with samples."""
+    """The whole page. ``evaluations``: (model, adapter, setting, variant, task) → evaluation with samples; a
+    table without rank columns gets them (:mod:`evalsuite.leaderboard.ranking`)."""
+    if "rank" not in wide:
+        wide = with_ranking(wide, rank_rows(long, wide, evaluations))
     r = _Report(long, wide, evaluations)
     digest = base64.b64encode(hashlib.sha256(SCRIPT.encode("utf-8")).digest()).decode("ascii")
     csp = f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'sha256-{digest}'"
