@@ -334,6 +334,7 @@ def build_leaderboard(run_dirs: Sequence[Path], output: Path, metric: str | None
     :mod:`evalsuite.leaderboard.variants`) under ``output``, each atomically; return their paths. Cells show
     each task's main metric, or ``metric`` where a task has it. Models and adapters given as absolute paths
     are shown relative to the current folder, unless ``absolute_paths``."""
+    from evalsuite.leaderboard.variance import variance_section
     from evalsuite.leaderboard.variants import render_variants
 
     long = gather_published(run_dirs, metric, absolute_paths=absolute_paths)
@@ -343,6 +344,7 @@ def build_leaderboard(run_dirs: Sequence[Path], output: Path, metric: str | None
              "variants": output / "variants.md"}
     atomic_write_text(paths["md"], render_markdown(long, wide))
     atomic_write_text(paths["csv"], _spreadsheet_safe(wide).to_csv(index=False, lineterminator="\n"))
-    atomic_write_text(paths["json"], json.dumps(_json(long, wide), indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+    board = {**_json(long, wide), "variance": variance_section(long, wide.attrs["tasks"])}
+    atomic_write_text(paths["json"], json.dumps(board, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
     atomic_write_text(paths["variants"], render_variants(long))
     return paths
