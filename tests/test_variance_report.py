@@ -213,7 +213,7 @@ def test_report_section_shows_shares_and_both_intervals(runs: Path, board: dict,
     parser = Tables()
     parser.feed(html)
     header, *rows = parser.tables[0]  # m1 · 3-shot
-    assert header[4:9] == ["documents", "prompt variants", "few-shot draws", "seeds", "interactions"]
+    assert header[4:9] == ["% documents", "% prompt variants", "% few-shot draws", "% seeds", "% interactions"]
     by_task = {row[0]: row for row in rows}
     assert list(by_task) == ["t_gen", "t_logic", "overall (mean of 2 tasks)"]  # the leaderboard's task order
     entry = system(board, "m1")["tasks"]["t_logic"]

@@ -533,8 +533,8 @@ def _variance(r: _Report) -> str:
                              _interval(overall["low"], overall["high"]),
                              _interval(overall["document_low"], overall["document_high"])]))
         header = [("task", "text"), ("score", "text"), ("n", "num"), ("variants · draws · seeds", "text"),
-                  ("documents", "num"), ("prompt variants", "num"), ("few-shot draws", "num"), ("seeds", "num"),
-                  ("interactions", "num"), ("mean", "num"), ("95% interval, all sources", "num"),
+                  ("% documents", "num"), ("% prompt variants", "num"), ("% few-shot draws", "num"), ("% seeds", "num"),
+                  ("% interactions", "num"), ("mean", "num"), ("95% interval, all sources", "num"),
                   ("95% interval, documents only", "num")]
         parts.append(f"<h3>{e(system['system'])}</h3>" + (_table(header, rows, sortable=False) if rows else "")
                      + "".join(f'<p class="note">{e(n)}</p>' for n in notes))
@@ -546,7 +546,7 @@ def _variance(r: _Report) -> str:
         parts.append(f'<p class="note">Documents only (one prompt variant, few-shot draw and generation per document '
                      f"in every task): {e('; '.join(alone))}.</p>")
     return ('<p class="lead">How much of each task score\'s variance comes from the documents, the prompt variant, '
-            "the few-shot draw and the sampling seed. A share is that source's part of the variance of the task "
+            "the few-shot draw and the sampling seed. A share (%) is that source's part of the variance of the task "
             "score (the mean over documents, variants, draws and seeds): a large variant share means the score "
             "would move more with another prompt than with other documents. The all-sources interval is for the "
             "score expected over prompt variants, few-shot draws and seeds like these, not for these particular "
@@ -557,7 +557,7 @@ def _variance(r: _Report) -> str:
             "interaction includes the residual noise). Mean: the score averaged over documents, variants, draws "
             "and seeds, unlike the per-prompt tables above. n: the documents scored under every variant and draw; a "
             "share shows — where its source has a single level (nothing to estimate).</p>"
-            + "".join(parts) + f'<p class="note">{e(section["method"])}. {e(section["definition"])} '
+            + "".join(parts) + f'<p class="note">Method: {e(section["method"])}. {e(section["definition"])} '
             f'{e(section["overall_definition"])}</p>')
 
 
