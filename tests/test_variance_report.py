@@ -234,6 +234,18 @@ def test_report_with_nothing_to_decompose_says_so_in_a_sentence(tmp_path: Path) 
     assert "<table" not in html and "Nothing to decompose" in html
 
 
+@pytest.mark.parametrize("field, value", [("draw", "first"), ("correct_samples", [True, "no"])])
+def test_a_damaged_draw_or_generation_field_is_one_clear_error(tmp_path: Path, capsys, field, value) -> None:
+    docs = samples("t_logic", "plain", pattern(20, 12))
+    docs[3][field] = value
+    folder = write_run(tmp_path / "runs", "m1", [(evaluation("t_logic", "plain", docs), docs)])
+    assert main(["leaderboard", str(tmp_path / "runs"), "--output", str(tmp_path / "board")]) == 2
+    line = capsys.readouterr().err.strip()
+    assert line.startswith(f"evalsuite: error: {folder / 'samples.jsonl'}: task t_logic, prompt plain, document 3: "
+                           f"field '{field}' is not") and "run that evaluation again" in line
+    assert not (tmp_path / "board").exists()  # nothing written
+
+
 def test_a_leaderboard_without_samples_still_builds(runs: Path, tmp_path: Path) -> None:
     folder = next(p for p in runs.iterdir() if "m3" in p.name)
     copy = tmp_path / "runs" / folder.name

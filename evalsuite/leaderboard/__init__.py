@@ -339,12 +339,12 @@ def build_leaderboard(run_dirs: Sequence[Path], output: Path, metric: str | None
 
     long = gather_published(run_dirs, metric, absolute_paths=absolute_paths)
     wide = leaderboard_table(long)
+    board = {**_json(long, wide), "variance": variance_section(long, wide.attrs["tasks"])}  # reads the samples
     output = make_folder(output)
     paths = {"md": output / "leaderboard.md", "csv": output / "leaderboard.csv", "json": output / "leaderboard.json",
              "variants": output / "variants.md"}
     atomic_write_text(paths["md"], render_markdown(long, wide))
     atomic_write_text(paths["csv"], _spreadsheet_safe(wide).to_csv(index=False, lineterminator="\n"))
-    board = {**_json(long, wide), "variance": variance_section(long, wide.attrs["tasks"])}
     atomic_write_text(paths["json"], json.dumps(board, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
     atomic_write_text(paths["variants"], render_variants(long))
     return paths

@@ -83,15 +83,14 @@ def _shares(terms: Sequence[dict[str, Any]], factors: Sequence[str]) -> dict[str
 
 
 # ------------------------------------------------------------------------------------------ one task
-def _checked(ev: Evaluation, s: dict[str, Any]) -> tuple[Any, list[bool] | None]:
+def _checked(ev: Evaluation, s: dict[str, Any], file: str) -> tuple[Any, list[bool] | None]:
     """A sample's draw index and its generations' correctness, with their types checked."""
     draw, each = s.get("draw", 0), s.get("correct_samples")
-    where = f"run {ev.run_id}, task {ev.task}, prompt {ev.variant}, document {s.get('doc_id')}"
-    if not isinstance(draw, int) or isinstance(draw, bool):
-        raise EvalsuiteError(f"{where}: field 'draw' of samples.jsonl is not a whole number; the file was damaged "
-                             "or not written by this version of evalsuite: run that evaluation again")
-    if each is not None and (not isinstance(each, list) or not all(isinstance(x, bool) for x in each)):
-        raise EvalsuiteError(f"{where}: field 'correct_samples' of samples.jsonl is not a list of true/false; the "
+    problem = ("field 'draw' is not a whole number" if not isinstance(draw, int) or isinstance(draw, bool) else
+               "field 'correct_samples' is not a list of true/false" if each is not None and (
+                   not isinstance(each, list) or not all(isinstance(x, bool) for x in each)) else None)
+    if problem:
+        raise EvalsuiteError(f"{file}: task {ev.task}, prompt {ev.variant}, document {s.get('doc_id')}: {problem}; the "
                              "file was damaged or not written by this version of evalsuite: run that evaluation again")
     return draw, each
 
@@ -120,9 +119,10 @@ def _document_key(evs: Sequence[Evaluation]) -> str:
     return "doc_id"
 
 
-def decompose_task(evs: Sequence[Evaluation], metric: str) -> dict[str, Any]:
+def decompose_task(evs: Sequence[Evaluation], metric: str, files: dict[str, Path] | None = None) -> dict[str, Any]:
     """The decomposition of one system's task over its evaluations ``evs`` (one per prompt variant) as a JSON
-    object: levels, documents kept and left out, mean and intervals, terms, shares, definition and notes."""
+    object: levels, documents kept and left out, mean and intervals, terms, shares, definition and notes.
+    ``files``: each run's samples file by run id, for messages."""
     out: dict[str, Any] = {"metric": metric, "variants": sorted(ev.variant for ev in evs)}
     notes = [f"prompt variant {ev.variant} has no samples recorded and is left out" for ev in evs if not ev.samples]
     evs = sorted((ev for ev in evs if ev.samples), key=lambda ev: ev.variant)
@@ -134,7 +134,9 @@ def decompose_task(evs: Sequence[Evaluation], metric: str) -> dict[str, Any]:
         notes.append(f"{metric} is not a mean over documents: the decomposition is of each document's correctness "
                      "(its mean is the accuracy)")
     key = _document_key(evs)
-    checked = [[_checked(ev, s) for s in ev.samples] for ev in evs]
+    files = files or {}
+    checked = [[_checked(ev, s, str(files.get(ev.run_id, f"samples.jsonl of run {ev.run_id}"))) for s in ev.samples]
+               for ev in evs]
     generations = [len(each) for rows in checked for _, each in rows if each is not None]
     n_samples = sum(len(rows) for rows in checked)
     seeds = min(generations) if len(generations) == n_samples and min(generations, default=0) >= 2 else 1
@@ -242,6 +244,7 @@ def variance_section(long: pd.DataFrame, tasks: Sequence[dict[str, Any]],
     if evaluations is None:
         evaluations = evaluations_of(_with_samples(long))
     metric_of = {(r.model, r.adapter, r.setting, r.variant, r.task): r.metric for r in long.itertuples(index=False)}
+    files = {r.run_id: Path(r.folder) / "samples.jsonl" for r in long.itertuples(index=False)}
     systems = []
     for (model, adapter, setting), group in long.groupby(["model", "adapter", "setting"], sort=True):
         entry: dict[str, Any] = {"model": model, "adapter": adapter or None, "setting": setting,
@@ -258,7 +261,7 @@ def variance_section(long: pd.DataFrame, tasks: Sequence[dict[str, Any]],
                                        "note": "no samples recorded (samples.jsonl): nothing to decompose"}
                 continue
             try:
-                per_task[t["task"]] = decompose_task(evs, "/".join(names))
+                per_task[t["task"]] = decompose_task(evs, "/".join(names), files)
             except MetricError as exc:
                 per_task[t["task"]] = {"metric": "/".join(names), "variants": sorted(ev.variant for ev in evs),
                                        "note": f"cannot be decomposed: {exc}"}
