@@ -333,7 +333,8 @@ def build_leaderboard(run_dirs: Sequence[Path], output: Path, metric: str | None
     """Write ``leaderboard.md``, ``.csv``, ``.json`` and ``variants.md`` (prompt variants side by side, see
     :mod:`evalsuite.leaderboard.variants`) under ``output``, each atomically; return their paths. Cells show
     each task's main metric, or ``metric`` where a task has it. Models and adapters given as absolute paths
-    are shown relative to the current folder, unless ``absolute_paths``."""
+    are shown relative to the current folder, unless ``absolute_paths``. The JSON also holds, under
+    ``variance``, where each score's variance comes from (:mod:`evalsuite.leaderboard.variance`)."""
     from evalsuite.leaderboard.variance import variance_section
     from evalsuite.leaderboard.variants import render_variants
 
