@@ -131,8 +131,8 @@ def decompose_task(evs: Sequence[Evaluation], metric: str, files: dict[str, Path
     mean_metric = _is_mean(metric)
     out["score"] = f"{metric} per document" if mean_metric else "correctness per document"
     if not mean_metric:
-        notes.append(f"{metric} is not a mean over documents: the decomposition is of each document's correctness "
-                     "(its mean is the accuracy)")
+        why = "the prompt variants use different metrics" if "/" in metric else f"{metric} is not a mean over documents"
+        notes.append(f"{why}: the decomposition is of each document's correctness (its mean is the accuracy)")
     key = _document_key(evs)
     files = files or {}
     checked = [[_checked(ev, s, str(files.get(ev.run_id, f"samples.jsonl of run {ev.run_id}"))) for s in ev.samples]
