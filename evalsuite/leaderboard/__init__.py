@@ -346,17 +346,21 @@ def build_leaderboard(run_dirs: Sequence[Path], output: Path, metric: str | None
     :mod:`evalsuite.leaderboard.variants`) under ``output``, each atomically; return their paths. Rows carry their
     rank and group (:mod:`evalsuite.leaderboard.ranking`, from the runs' samples). Cells show
     each task's main metric, or ``metric`` where a task has it. Models and adapters given as absolute paths
-    are shown relative to the current folder, unless ``absolute_paths``."""
+    are shown relative to the current folder, unless ``absolute_paths``. The JSON also holds, under
+    ``variance``, where each score's variance comes from (:mod:`evalsuite.leaderboard.variance`)."""
+    from evalsuite.leaderboard.variance import variance_section
     from evalsuite.leaderboard.variants import render_variants
 
     long = gather_published(run_dirs, metric, absolute_paths=absolute_paths)
     wide = leaderboard_table(long)
-    wide = ranking.with_ranking(wide, ranking.rank_rows(long, wide, ranking.recorded_evaluations(long)))
+    evaluations = ranking.recorded_evaluations(long)  # the runs' samples, read once
+    wide = ranking.with_ranking(wide, ranking.rank_rows(long, wide, evaluations))
+    board = {**_json(long, wide), "variance": variance_section(long, wide.attrs["tasks"], evaluations)}
     output = make_folder(output)
     paths = {"md": output / "leaderboard.md", "csv": output / "leaderboard.csv", "json": output / "leaderboard.json",
              "variants": output / "variants.md"}
     atomic_write_text(paths["md"], render_markdown(long, wide))
     atomic_write_text(paths["csv"], _spreadsheet_safe(wide).to_csv(index=False, lineterminator="\n"))
-    atomic_write_text(paths["json"], json.dumps(_json(long, wide), indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+    atomic_write_text(paths["json"], json.dumps(board, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
     atomic_write_text(paths["variants"], render_variants(long))
     return paths

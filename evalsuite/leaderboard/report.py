@@ -3,9 +3,10 @@
 Sections: ranking (overall and per category, 95% intervals, rank intervals and groups of rows not
 significantly different, plots), per-task table, settings side by side
 (zero-shot / few-shot / fine-tuned) with paired tests, prompt variants side by side with robustness and
-ranking stability, verification (agreement between prompt variants and among self-consistency samples,
-accuracy by difficulty and by thinking length), answer extraction (strict and flexible rules, examples where they
-disagree), error analysis (confusion matrices, most confident wrong answers), definitions.
+ranking stability, where the variance comes from (documents, prompt variants, few-shot draws, seeds),
+verification (agreement between prompt variants and among self-consistency samples, accuracy by difficulty
+and by thinking length), answer extraction (strict and flexible rules, examples where they disagree), error
+analysis (confusion matrices, most confident wrong answers), definitions.
 
 Every piece of text from runs (model names, prompts, model outputs, labels) goes through ``html.escape``; a
 Content-Security-Policy allows only this file's own script (by hash), inline styles and ``data:`` images.
@@ -49,6 +50,7 @@ from evalsuite.leaderboard.compare import (
 )
 from evalsuite.leaderboard.ranking import ALPHA as RANK_ALPHA
 from evalsuite.leaderboard.ranking import SOURCES, rank_rows, with_ranking
+from evalsuite.leaderboard.variance import SHARES, variance_section
 from evalsuite.results import atomic_write_text, make_folder
 from evalsuite.scoring.extract import FLEXIBLE_RULE, STRICT_RULE
 from evalsuite.scoring.stats import fleiss_kappa, kendall_tau_b
@@ -543,6 +545,66 @@ def _stability(r: _Report) -> str:
             "variants: 1 = the same order, 0 = unrelated, −1 = reversed. With two systems it can only be ±1.</p>")
 
 
+def _share(x: float | None) -> str:
+    return '<td class="num" data-v="">—</td>' if x is None else f'<td class="num" data-v="{_v(x)}">{x:.0%}</td>'
+
+
+def _interval(low: float, high: float) -> str:
+    return f'<td class="num">[{_f(low)}, {_f(high)}]</td>'
+
+
+def _variance(r: _Report) -> str:
+    """Per system, each task's variance shared out among documents, prompt variants, few-shot draws and seeds."""
+    section = variance_section(r.long, r.tasks, r.ev)
+    parts, alone = [], []
+    for system in section["systems"]:
+        if system["documents_only"]:
+            alone.append(system["system"])
+            continue
+        rows, notes = [], []
+        for task, x in system["tasks"].items():
+            notes += [f"{task}: {note}" for note in ([x["note"]] if "note" in x else []) + x.get("notes", [])]
+            if "mean" not in x:
+                continue
+            levels = " · ".join(str(x["levels"][name]) for name in ("variant", "draw", "seed"))
+            rows.append(_tr([_td(task), _td(x["score"]), _num(x["documents"], 0), _td(levels),
+                             *(_share(x["shares"][g]) for g in SHARES), _num(x["mean"]),
+                             _interval(x["low"], x["high"]), _interval(x["document_low"], x["document_high"])]))
+        overall = system["overall"]
+        if overall:
+            rows.append(_tr([_td(f"overall (mean of {overall['tasks']} tasks)"), _td(""), _td(""), _td(""),
+                             *(_share(overall["shares"][g]) for g in SHARES), _num(overall["mean"]),
+                             _interval(overall["low"], overall["high"]),
+                             _interval(overall["document_low"], overall["document_high"])]))
+        header = [("task", "text"), ("score", "text"), ("n", "num"), ("variants · draws · seeds", "text"),
+                  ("% documents", "num"), ("% prompt variants", "num"), ("% few-shot draws", "num"), ("% seeds", "num"),
+                  ("% interactions", "num"), ("mean", "num"), ("95% interval, all sources", "num"),
+                  ("95% interval, documents only", "num")]
+        parts.append(f"<h3>{e(system['system'])}</h3>" + (_table(header, rows, sortable=False) if rows else "")
+                     + "".join(f'<p class="note">{e(n)}</p>' for n in notes))
+    if not parts:
+        return ('<p class="lead">Nothing to decompose: every system ran each task with one prompt variant, one '
+                "few-shot draw and one generation per document, so only documents vary (the intervals elsewhere "
+                "say all there is).</p>")
+    if alone:
+        parts.append(f'<p class="note">Documents only (one prompt variant, few-shot draw and generation per document '
+                     f"in every task): {e('; '.join(alone))}.</p>")
+    return ('<p class="lead">How much of each task score\'s variance comes from the documents, the prompt variant, '
+            "the few-shot draw and the sampling seed. A share (%) is that source's part of the variance of the task "
+            "score (the mean over documents, variants, draws and seeds): a large variant share means the score "
+            "would move more with another prompt than with other documents. The all-sources interval is for the "
+            "score expected over prompt variants, few-shot draws and seeds like these, not for these particular "
+            "ones; the documents-only interval treats them as fixed, as the intervals elsewhere do. A source with "
+            "only 2–3 levels (three variants, say) is estimated from few values: its interval is wide, as it "
+            "should be, and narrows with more variants or draws, not with more documents. Interactions: how much "
+            "a document's score depends on the variant, draw or seed beyond their average effects (the highest "
+            "interaction includes the residual noise). Mean: the score averaged over documents, variants, draws "
+            "and seeds, unlike the per-prompt tables above. n: the documents scored under every variant and draw; a "
+            "share shows — where its source has a single level (nothing to estimate).</p>"
+            + "".join(parts) + f'<p class="note">Method: {e(section["method"])}. {e(section["definition"])} '
+            f'{e(section["overall_definition"])}</p>')
+
+
 def _doc_key(samples: Sequence[dict[str, Any]]) -> str:
     return "doc_hash" if all("doc_hash" in s for s in samples) else "doc_id"
 
@@ -879,6 +941,7 @@ SECTIONS = [
     ("settings", "Zero-shot, few-shot, fine-tuned", _settings),
     ("prompts", "Prompt variants", _prompts),
     ("agreement", "Agreement between prompt variants", _agreement),
+    ("variance", "Where the variance comes from", _variance),
     ("consistency", "Self-consistency", _self_consistency),
     ("difficulty", "Accuracy by difficulty", _difficulty),
     ("thinking", "Thinking length", _thinking),
