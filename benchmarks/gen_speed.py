@@ -175,6 +175,8 @@ def main() -> None:
         for key, (python, source, worker_spec) in runs_of.items():  # alternate the tools
             print(f"repetition {rep + 1}/{args.repeats}: {' '.join(key)} ...", file=sys.stderr, flush=True)
             runs[key].append(run_worker(python, source, worker_spec, workdir, env))
+            timed = ", ".join(f"{name} {c['seconds']:.1f} s" for name, c in runs[key][-1]["cases"].items())
+            print(f"    {timed}", file=sys.stderr, flush=True)  # each run's times, not only the medians
 
     import torch
 
