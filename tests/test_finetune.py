@@ -152,7 +152,7 @@ def test_classification_checkpoint_is_evaluated_by_its_head(rte_classifier, tmp_
                    output=tmp_path, progress=False, batch_size=7)
     [ev] = run.record["evaluations"]
     assert ev["variant"] == "head" and ev["method"] == "classifier" and ev["n"] == 40
-    assert {"accuracy", "f1", "mcc"} == set(ev["metrics"])
+    assert {"accuracy", "f1", "mcc", "ece", "brier"} == set(ev["metrics"])  # the head's label probabilities: calibration
     acc = ev["metrics"]["accuracy"]
     assert acc["low"] <= acc["value"] <= acc["high"]
     assert run.record["model"]["finetuned"] == {"base": "bert", "task": "rte", "method": "classifier"}

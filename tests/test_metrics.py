@@ -131,10 +131,12 @@ def _random_binary(n: int, seed: int) -> Predictions:
     gold = rng.integers(0, 2, n)
     pred = np.where(rng.random(n) < 0.75, gold, np.where(rng.random(n) < 0.5, 1 - gold, -1))
     texts = tuple(str(g) for g in gold)
+    yes = np.where(pred == 1, 0.5 + rng.random(n) / 2, rng.random(n) / 2)  # the predicted class is the likelier
     return Predictions(pred, gold, 2, ("no", "yes"), pred_norm=np.where(rng.random(n) < 0.8, gold, 1 - gold),
                        pred_text=tuple(str(x) for x in pred), gold_text=texts,
                        score=gold + rng.normal(0, 1, n), gold_score=gold + rng.random(n),
-                       pred_flexible=np.where(pred >= 0, pred, np.where(rng.random(n) < 0.5, gold, -1)))
+                       pred_flexible=np.where(pred >= 0, pred, np.where(rng.random(n) < 0.5, gold, -1)),
+                       probs=np.stack([1 - yes, yes], axis=1))
 
 
 def test_interval_contains_point_value() -> None:
@@ -213,7 +215,7 @@ def test_bootstrap_chunks_continue_one_random_stream(monkeypatch) -> None:
 def test_registry_and_unknown_metric() -> None:
     assert set(METRICS) == {"accuracy", "accuracy_norm", "f1", "f1_macro", "f1_binary", "mcc",
                             "exact_match", "unparseable_rate", "pearson", "spearman", "accuracy_flexible",
-                            "unparseable_rate_flexible"}
+                            "unparseable_rate_flexible", "ece", "brier"}
     assert resolve_metric("mcc").name == "mcc"
     with pytest.raises(MetricError, match=r"'bleu'.*known metrics: accuracy, accuracy_flexible, accuracy_norm"):
         resolve_metric("bleu")

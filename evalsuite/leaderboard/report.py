@@ -6,7 +6,8 @@ significantly different, plots), per-task table, settings side by side
 ranking stability, where the variance comes from (documents, prompt variants, few-shot draws, seeds),
 verification (agreement between prompt variants and among self-consistency samples, accuracy by difficulty
 and by thinking length), answer extraction (strict and flexible rules, examples where they disagree), error
-analysis (confusion matrices, most confident wrong answers), definitions.
+analysis (confusion matrices, most confident wrong answers), calibration (ECE and Brier score, reliability
+diagrams), definitions.
 
 Every piece of text from runs (model names, prompts, model outputs, labels) goes through ``html.escape``; a
 Content-Security-Policy allows only this file's own script (by hash), inline styles and ``data:`` images.
@@ -53,6 +54,13 @@ from evalsuite.leaderboard.ranking import SOURCES, rank_rows, with_ranking
 from evalsuite.leaderboard.variance import SHARES, variance_section
 from evalsuite.results import atomic_write_text, make_folder
 from evalsuite.scoring.extract import FLEXIBLE_RULE, STRICT_RULE
+from evalsuite.scoring.metrics import (
+    CALIBRATION_BINS,
+    PROBABILITY_METRICS,
+    choice_probabilities,
+    expected_calibration_error,
+    reliability,
+)
 from evalsuite.scoring.stats import fleiss_kappa, kendall_tau_b
 
 __all__ = ["build_report", "render_report"]
@@ -899,6 +907,83 @@ def _confusion(title: str, ev: Evaluation) -> str:
             f"</thead><tbody>{body}</tbody></table></div>")
 
 
+def _top_choices(ev: Evaluation) -> tuple[np.ndarray, np.ndarray]:
+    """Per document of an evaluation with choice probabilities: its top choice's probability and whether the
+    prediction is right."""
+    scored = [(s.get("logprobs") or s.get("label_logprobs"), s) for s in ev.samples]
+    confidence = [float(choice_probabilities(lp).max()) for lp, _ in scored if lp]
+    return np.array(confidence), np.array([s.get("pred") == s.get("gold") for lp, s in scored if lp])
+
+
+def _reliability_plot(title: str, confidence: np.ndarray, correct: np.ndarray) -> str:
+    """A reliability diagram: accuracy per confidence bin (its document count above the bar), the diagonal."""
+    plt = _pyplot()
+    counts, _, accuracy = reliability(confidence, correct)
+    centres = (np.arange(CALIBRATION_BINS) + 0.5) / CALIBRATION_BINS
+    filled = counts > 0
+    fig, ax = plt.subplots(figsize=(3.9, 3.6))
+    ax.plot([0, 1], [0, 1], ls="--", lw=1, color="#59636e", label="perfect calibration")
+    ax.bar(centres[filled], accuracy[filled], width=0.92 / CALIBRATION_BINS, color="#0969da", alpha=0.75,
+           label="accuracy in bin")
+    for x, y, n in zip(centres[filled], accuracy[filled], counts[filled]):
+        ax.annotate(str(n), (x, y), xytext=(0, 2), textcoords="offset points", ha="center", fontsize=7)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.08)
+    ax.set_xlabel("confidence (top choice's probability)")
+    ax.set_ylabel("accuracy")
+    ece = expected_calibration_error(confidence, correct)
+    ax.set_title(f"{title}\nECE {ece:.3f} over {len(confidence)} documents", fontsize=9)
+    ax.legend(loc="upper left", frameon=False, fontsize=7.5)
+    return _png(fig, f"Reliability diagram of {title}",
+                f"{title}: the documents of its tasks with choice probabilities pooled, in {CALIBRATION_BINS} "
+                "equal-width confidence bins; the number above a bar counts its documents.")
+
+
+def _calibration(r: _Report) -> str:
+    """Per leaderboard row: ECE and Brier score of each evaluation with choice probabilities (log-likelihood
+    prompts, classification heads), and a reliability diagram of its documents pooled over those tasks."""
+    parts = []
+    for i, (_, row) in enumerate(r.wide.iterrows()):
+        evs = [(t["task"], ev) for t in r.tasks for ev in [r.of(row["model"], row["adapter"], row["setting"],
+                                                              row["prompt"], t["task"])]
+               if ev is not None and all(name in ev.metrics for name in PROBABILITY_METRICS)]
+        if not evs:
+            continue
+        body, pooled = [], []
+        for task, ev in evs:
+            confidence, correct = _top_choices(ev)
+            if not len(confidence):
+                continue
+            pooled.append((confidence, correct))
+            stored = [ev.metrics[name] for name in PROBABILITY_METRICS]
+            cells = [_value_cell(m.get("value"), m.get("low"), m.get("high"), meter=False,
+                                 title=m.get("definition") or "") for m in stored]
+            body.append(_tr([_td(task), _num(len(confidence), 0), _num(float(correct.mean())),
+                             _num(float(confidence.mean())), *cells]))
+        if not body:
+            continue
+        table = _table([("task", "text"), ("documents", "num"), ("accuracy", "num"), ("mean confidence", "num"),
+                        ("ECE", "num"), ("Brier", "num")], body)
+        plot = (_reliability_plot(_row_label(row), *map(np.concatenate, zip(*pooled))) if i < MAX_PLOT_ROWS
+                else "")
+        parts.append(f"<h3>{e(_row_label(row))}</h3><div class=\"grid\"><div>{table}</div>{plot}</div>")
+    if not parts:
+        return ('<p class="note">No log-likelihood evaluation in these runs records its calibration (ece and brier: '
+                "generated answers have no choice probabilities, and runs scored before these metrics lack them).</p>")
+    shown = f" Diagrams for the {MAX_PLOT_ROWS} best rows by overall." if len(r.wide) > MAX_PLOT_ROWS else ""
+    return ('<p class="lead">How far the model\'s probabilities can be trusted. A choice\'s probability is the '
+            "softmax of the document's choice log-likelihoods, each summed over the choice's tokens (not "
+            "length-normalised: the ones the prediction is the argmax of), or of a classification head's label "
+            "log-probabilities; confidence is the top choice's probability.</p>" + "".join(parts) +
+            f'<p class="note">ECE: expected calibration error, Σ_b (n_b / n)·|accuracy_b − confidence_b| over '
+            f"{CALIBRATION_BINS} equal-width confidence bins (b/{CALIBRATION_BINS}, (b+1)/{CALIBRATION_BINS}] (the "
+            "first bin also 0), 0 = calibrated. Brier: mean over documents of Σ_k (p_k − 1[k = gold])², in [0, 2], "
+            "lower is better. Intervals: the runs' 95% bootstrap intervals (over clusters where a task has a cluster "
+            "field); hover a cell for the exact definition. A diagram pools the documents of the row's tasks, so a "
+            "task with more documents weighs more; bars below the diagonal mean over-confidence, above it "
+            f"under-confidence.{shown}</p>")
+
+
 def _definitions(r: _Report) -> str:
     items = [f"<li><b>{e(name.replace('_', ' ').capitalize())}</b>: {e(text)}</li>" for name, text in DEFINITIONS.items()]
     items += [f"<li><b>{e(d['metric'])}</b> ({e(', '.join(d['tasks']))}): {e(d['definition'] or '(no definition given)')}</li>"
@@ -947,6 +1032,7 @@ SECTIONS = [
     ("thinking", "Thinking length", _thinking),
     ("extraction", "Answer extraction", _extraction),
     ("errors", "Error analysis", _errors),
+    ("calibration", "Calibration", _calibration),
     ("definitions", "Definitions and runs", _definitions),
 ]
 

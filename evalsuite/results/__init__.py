@@ -352,7 +352,7 @@ _METRIC = {"value": (_NUMBER, False), "low": (_NUMBER, False), "high": (_NUMBER,
 _SAMPLE = {"task": (str, True), "variant": (str, True), "doc_id": (int, True), "pred": (int, True),
            "gold": (int, True), "correct": (bool, True), "doc_hash": (str, False), "pred_norm": (int, False),
            "choices": (list, False), "logprobs": (list, False), "fewshot_ids": (list, False), "votes": (list, False),
-           "cluster": (str, False)}
+           "cluster": (str, False), "label_logprobs": (list, False)}
 
 
 def _kind(value: Any) -> str:
@@ -383,8 +383,9 @@ def _sample_problem(sample: Any) -> str | None:
         return problem
     if not all(isinstance(c, str) for c in sample.get("choices") or ()):
         return "field 'choices' is not a list of strings"
-    if not all(isinstance(x, _NUMBER) and not isinstance(x, bool) for x in sample.get("logprobs") or ()):
-        return "field 'logprobs' is not a list of numbers"
+    for key in ("logprobs", "label_logprobs"):  # scoring turns them into choice probabilities
+        if not all(isinstance(x, _NUMBER) and not isinstance(x, bool) for x in sample.get(key) or ()):
+            return f"field '{key}' is not a list of numbers"
     return None
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from evalsuite.data import BESIDE_TASK_FILE
-from evalsuite.scoring import Predictions
+from evalsuite.scoring import Predictions, choice_probabilities
 
 # Fields of a sample in the order they are written; optional ones are left out when they do not apply.
 _REQUIRED = ("task", "variant", "doc_id", "fewshot_ids", "choices", "pred", "gold", "gold_text", "correct")
@@ -123,7 +123,12 @@ _ORDER = ("task", "variant", "doc_id", "fewshot_ids", "prompt", "messages", "inp
 
 @dataclass(frozen=True)
 class Outcome:
-    """What scoring needs of one sample: a few numbers and short strings, never the prompt or generations."""
+    """What scoring needs of one sample: a few numbers and short strings, never the prompt or generations.
+
+    ``probs`` are the choice probabilities of a log-likelihood prompt (the softmax of its summed choice
+    log-likelihoods, :func:`~evalsuite.scoring.choice_probabilities`) or of a classification head (of its label
+    log-probabilities); None for a generated answer.
+    """
 
     pred: int
     gold: int
@@ -134,13 +139,16 @@ class Outcome:
     gold_score: float | None
     cluster: str | None = None
     pred_flexible: int | None = None
+    probs: tuple[float, ...] | None = None
 
     @classmethod
     def of(cls, sample: Sample) -> Outcome:
         # Interned: documents share the few distinct answer strings instead of holding a copy each.
+        scored = sample.logprobs or sample.label_logprobs
         return cls(sample.pred, sample.gold, sample.pred_norm, sys.intern(str(sample.pred_text)),
                    sys.intern(sample.gold_text), sample.score, sample.gold_score,
-                   None if sample.cluster is None else sys.intern(sample.cluster), sample.pred_flexible)
+                   None if sample.cluster is None else sys.intern(sample.cluster), sample.pred_flexible,
+                   tuple(choice_probabilities(scored).tolist()) if scored else None)
 
 
 def predictions(outcomes: Sequence[Outcome], labels: Sequence[str], positive: int | None,
@@ -148,7 +156,8 @@ def predictions(outcomes: Sequence[Outcome], labels: Sequence[str], positive: in
     """The scoring input of an evaluation's outcomes, in document order; with cluster keys when every outcome
     has one (``cluster_by``: the task's cluster field they come from)."""
     gold = np.array([o.gold for o in outcomes], dtype=np.int64)
-    if (gold < 0).any():
+    free_form = bool((gold < 0).any())
+    if free_form:
         # Free-form targets: correctness is exact match of the answer, so code it as class 0 vs unparseable.
         gold = np.zeros(len(outcomes), dtype=np.int64)
     norm = [o.pred_norm for o in outcomes]
@@ -157,6 +166,7 @@ def predictions(outcomes: Sequence[Outcome], labels: Sequence[str], positive: in
     graded = bool(outcomes) and None not in scores
     clusters = [o.cluster for o in outcomes]
     clustered = bool(outcomes) and None not in clusters
+    probs = [o.probs for o in outcomes]
     return Predictions(
         pred=np.array([o.pred for o in outcomes], dtype=np.int64),
         gold=gold,
@@ -171,7 +181,17 @@ def predictions(outcomes: Sequence[Outcome], labels: Sequence[str], positive: in
         gold_score=np.array([o.gold_score for o in outcomes], dtype=np.float64) if graded else None,
         clusters=tuple(clusters) if clustered else None,
         cluster_by=cluster_by if clustered else None,
+        probs=_padded(probs, len(labels)) if outcomes and None not in probs and not free_form else None,
     )
+
+
+def _padded(rows: Sequence[Sequence[float]], width: int) -> np.ndarray:
+    """Each document's choice probabilities as a row of a (documents, width) array; a document with fewer
+    choices than the widest has probability 0 for the choices it lacks."""
+    table = np.zeros((len(rows), max(width, *map(len, rows))))
+    for i, row in enumerate(rows):
+        table[i, : len(row)] = row
+    return table
 
 
 @dataclass(frozen=True)

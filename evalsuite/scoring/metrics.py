@@ -47,6 +47,20 @@ def _float_array(field: str, x: Any) -> np.ndarray:
     return a
 
 
+def _probability_rows(x: Any, n: int, k: int) -> np.ndarray:
+    """``x`` as an (n, k) array of probability rows: each in [0, 1], each row summing to 1."""
+    try:
+        a = np.array(x, dtype=np.float64)  # copy, then freeze
+    except (TypeError, ValueError):
+        raise MetricError("Predictions.probs must hold numbers, one row of choice probabilities per document") from None
+    if a.shape != (n, k):
+        raise MetricError(f"Predictions.probs must have shape (documents, n_classes) = ({n}, {k}), got {a.shape}")
+    if n and (not np.isfinite(a).all() or a.min() < 0 or a.max() > 1 or not np.allclose(a.sum(axis=1), 1.0)):
+        raise MetricError("Predictions.probs must hold probabilities in [0, 1] whose rows sum to 1")
+    a.setflags(write=False)
+    return a
+
+
 @dataclass(frozen=True, eq=False)  # eq=False: ndarray fields make a field-wise __eq__/__hash__ meaningless
 class Predictions:
     """Per-document predictions of one task × prompt variant."""
@@ -64,6 +78,7 @@ class Predictions:
     clusters: tuple[str, ...] | None = None  # each document's cluster key; intervals then resample whole clusters
     cluster_by: str | None = None  # what the keys are (the task's cluster field), for the interval's definition
     pred_flexible: np.ndarray | None = None  # int, a generated answer read by the flexible rule; -1 = unparseable
+    probs: np.ndarray | None = None  # float (n, n_classes), each document's choice probabilities (padded with 0)
 
     def __post_init__(self) -> None:
         k = int(self.n_classes)
@@ -99,6 +114,8 @@ class Predictions:
                 object.__setattr__(self, f, tuple(t))
                 if len(t) != n:
                     raise MetricError(f"Predictions.{f} has {len(t)} entries but gold has {n}")
+        if self.probs is not None:
+            object.__setattr__(self, "probs", _probability_rows(self.probs, n, k))
         if self.clusters is not None and not all(isinstance(c, str) for c in self.clusters):
             raise MetricError("Predictions.clusters must hold one string key per document")
         if self.positive is not None and not 0 <= self.positive < k:
@@ -138,6 +155,7 @@ class Metric:
     stat: Callable[[np.ndarray, Predictions], np.ndarray]  # (B, n) gathered values -> (B,)
     describe: Callable[[Predictions], str]
     loglikelihood_only: bool = False  # needs every choice's log-likelihood (pred_norm): not for generated answers
+    needs_probs: bool = False  # needs each document's choice probabilities (probs): not for generated answers
 
 
 METRICS: Registry[Metric] = Registry("metric", "evalsuite.metrics", MetricError)
@@ -240,11 +258,20 @@ def _needs_binary(p: Predictions) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- correlations of graded scores
-def expected_score(logprobs: Sequence[float], values: Sequence[float]) -> float:
-    """Σ_k p_k · v_k with p = softmax of the choices' log-likelihoods: the model's expected rating."""
+def choice_probabilities(logprobs: Sequence[float]) -> np.ndarray:
+    """The softmax of a document's choice log-likelihoods: the model's probability of each choice.
+
+    The log-likelihoods are those the prediction is the argmax of, each summed over its choice's tokens (not
+    length-normalised), or a classification head's label log-probabilities.
+    """
     lp = np.asarray(logprobs, dtype=np.float64)
     p = np.exp(lp - lp.max())
-    return float((p / p.sum()) @ np.asarray(values, dtype=np.float64))
+    return p / p.sum()
+
+
+def expected_score(logprobs: Sequence[float], values: Sequence[float]) -> float:
+    """Σ_k p_k · v_k with p = softmax of the choices' log-likelihoods: the model's expected rating."""
+    return float(choice_probabilities(logprobs) @ np.asarray(values, dtype=np.float64))
 
 
 def _score_pairs(p: Predictions) -> np.ndarray:
@@ -298,6 +325,82 @@ def _spearman(pairs: np.ndarray, _p: Predictions) -> np.ndarray:
 _SCORE = ("the predicted score is the expected rating Σ_k p_k·v_k over the task's choices, with v_k the value of "
           "choice k and p the softmax of the choices' log-likelihoods (log-likelihood prompts), or the value of the "
           "extracted choice (generated answers; an unparseable answer gets the mean of the values, a constant guess)")
+
+
+# ---------------------------------------------------------------- calibration of the choice probabilities
+CALIBRATION_BINS = 10  # equal-width confidence bins over [0, 1], for ece and the report's reliability diagrams
+
+
+def confidence_bins(confidence: np.ndarray, n_bins: int = CALIBRATION_BINS) -> np.ndarray:
+    """The bin of each confidence: bin b holds (b/n_bins, (b+1)/n_bins], the first bin also 0 (so with 10 bins a
+    confidence of exactly 0.1 is in bin 0, of 0.2 in bin 1, of 1 in bin 9)."""
+    edges = np.arange(n_bins + 1) / n_bins  # k / n_bins: the double nearest each edge, as a literal 0.3 is
+    return np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, n_bins - 1)
+
+
+def _probs(p: Predictions) -> np.ndarray:
+    if p.probs is None:
+        raise MetricError("ece and brier need Predictions.probs (each document's choice probabilities): they apply "
+                          "to log-likelihood prompts and classification heads, not to generated answers")
+    return p.probs
+
+
+def _top_choice(p: Predictions) -> np.ndarray:
+    """Per document its confidence (the top choice's probability) and whether the prediction is right: (n, 2)."""
+    return np.stack([_probs(p).max(axis=1), (p.pred == p.gold).astype(np.float64)], axis=-1)
+
+
+def _ece(x: np.ndarray, _p: Predictions | None = None) -> np.ndarray:
+    """(B, n, 2) confidences and 0/1 correctness -> (B,) ECE = Σ_b |Σ_{i in b} (correct_i − conf_i)| / n, which is
+    Σ_b (n_b / n)·|acc_b − conf_b|."""
+    b, n = x.shape[:2]
+    keys = (np.arange(b)[:, None] * CALIBRATION_BINS + confidence_bins(x[..., 0])).ravel()
+    gaps = np.bincount(keys, weights=(x[..., 1] - x[..., 0]).ravel(), minlength=b * CALIBRATION_BINS)
+    return np.abs(gaps.reshape(b, CALIBRATION_BINS)).sum(axis=1) / n
+
+
+def expected_calibration_error(confidence: Sequence[float], correct: Sequence[bool]) -> float:
+    """The ``ece`` of documents given by their top choice's probability and whether it is right."""
+    x = np.stack([np.asarray(confidence, dtype=np.float64), np.asarray(correct, dtype=np.float64)], axis=-1)
+    return float(_ece(x[None])[0])
+
+
+def reliability(confidence: Sequence[float], correct: Sequence[bool]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per confidence bin of ``ece``: the number of documents, their mean confidence and their accuracy (NaN in
+    an empty bin)."""
+    conf, hit = np.asarray(confidence, dtype=np.float64), np.asarray(correct, dtype=np.float64)
+    bins = confidence_bins(conf)
+    counts = np.bincount(bins, minlength=CALIBRATION_BINS)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_conf = np.bincount(bins, weights=conf, minlength=CALIBRATION_BINS) / counts
+        accuracy = np.bincount(bins, weights=hit, minlength=CALIBRATION_BINS) / counts
+    return counts, mean_conf, accuracy
+
+
+def _brier(p: Predictions) -> np.ndarray:
+    probs = _probs(p)
+    target = np.zeros_like(probs)
+    target[np.arange(p.n), p.gold] = 1.0
+    return ((probs - target) ** 2).sum(axis=1)
+
+
+_PROBS = ("p is the softmax over a document's choices of their log-likelihoods, each summed over the choice's "
+          "tokens (not length-normalised: the log-likelihoods pred is the argmax of), or of a classification head's "
+          "label log-probabilities")
+
+register_metric(Metric(
+    "ece", _top_choice, _ece,
+    lambda p: (f"ece: expected calibration error of the top choice, Σ_b (n_b / n)·|acc_b − conf_b| over "
+               f"{CALIBRATION_BINS} equal-width confidence bins of [0, 1]: bin b holds the n_b documents with "
+               f"confidence in (b/{CALIBRATION_BINS}, (b+1)/{CALIBRATION_BINS}] (the first bin also 0, so a "
+               f"confidence of exactly 0.1 falls in the first bin [0, 0.1]), empty bins add nothing; confidence = "
+               "max_k p_k, acc_b = mean(pred == gold) and conf_b = mean confidence of the bin's documents; "
+               f"{_PROBS}; 0 is perfectly calibrated, lower is better"), needs_probs=True))
+register_metric(Metric(
+    "brier", _brier, document_mean,
+    lambda p: ("brier: multi-class Brier score, mean over documents of Σ_k (p_k − 1[k = gold])² over the "
+               f"document's choices, in [0, 2] (0: all probability on the gold choice; 2: all on one wrong choice), "
+               f"lower is better; {_PROBS}"), needs_probs=True))
 
 
 # ---------------------------------------------------------------- definitions
@@ -371,6 +474,7 @@ register_metric(Metric(
 
 
 GENERATION_METRICS = ("unparseable_rate", "accuracy_flexible", "unparseable_rate_flexible")
+PROBABILITY_METRICS = ("ece", "brier")  # every evaluation with choice probabilities reports these
 
 
 def choose(logprobs: Sequence[float], choices: Sequence[str]) -> tuple[int, int]:
@@ -384,13 +488,16 @@ def metrics_for(names: Sequence[str], method: str) -> list[str]:
     """The metrics a task × prompt method reports: those that need every choice's log-likelihood only for
     log-likelihood prompts (generated answers and classification heads have none), and always for generation
     prompts ``unparseable_rate`` (of the strict rule, which ``accuracy`` scores), ``accuracy_flexible`` and
-    ``unparseable_rate_flexible``."""
+    ``unparseable_rate_flexible``; for log-likelihood prompts and classification heads, whose choices have
+    probabilities, always ``ece`` and ``brier`` too (generated answers have none)."""
     if method == "loglikelihood":
-        return list(names)
-    kept = [name for name in names if not resolve_metric(name).loglikelihood_only]
+        kept = list(names)
+    else:
+        kept = [name for name in names if not resolve_metric(name).loglikelihood_only]
     if method == "generation":
-        kept += [name for name in GENERATION_METRICS if name not in kept]
-    return kept
+        return [name for name in kept if not resolve_metric(name).needs_probs] + [
+            name for name in GENERATION_METRICS if name not in kept]
+    return kept + [name for name in PROBABILITY_METRICS if name not in kept]
 
 
 def bootstrap_indices(n: int, n_boot: int, seed: int) -> np.ndarray:
