@@ -108,7 +108,7 @@ def test_refusals_name_the_task_and_the_reason(tasks, data_dir, tmp_path):
         assert f"task '{name}'" in str(caught.value) and "--permute-choices" in str(caught.value)
     # a run refuses before its model loads: the model named here does not exist
     with pytest.raises(SpecError, match="fixed labels"):
-        evaluate(str(tmp_path / "no-such-model"), "gen_syllogisms", limit=2, permute_choices=True,
+        evaluate(str(tmp_path / "no-such-model"), "gen_deduction", limit=2, permute_choices=True,
                  output=tmp_path, progress=False)
     task = tasks["commonsenseqa"]
     lonely = {"id": "x", "question": "q?", "question_concept": "c", "choices": {"label": ["A"], "text": ["one"]},
@@ -210,7 +210,7 @@ def test_fresh_draws_with_different_mixes_are_refused(tmp_path):
 
 
 def test_real_generators_give_the_same_mix_for_a_fresh_seed(byte_tok, tmp_path):
-    runs = [evaluate("scripted", "gen_syllogisms", engine=FirstChoiceEngine(byte_tok), limit=15, output=tmp_path,
+    runs = [evaluate("scripted", "gen_knights_knaves", engine=FirstChoiceEngine(byte_tok), limit=15, output=tmp_path,
                      progress=False, n_boot=100, data_seed=seed).path for seed in (None, 11)]
     gap, = contamination_gaps(runs, n_boot=200)
     assert gap.kind == FRESH and gap.note == "" and gap.n == 15
