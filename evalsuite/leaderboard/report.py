@@ -749,17 +749,18 @@ def _contamination(r: _Report) -> str:
         "within their difficulty level) or the same multiple-choice documents with their options rotated by one "
         "position (<code>--permute-choices</code>, paired by document). Gap: published (or original) minus probe, "
         "with its 95% paired bootstrap interval (stratified by difficulty for fresh draws); p: the stratified paired "
-        "bootstrap test for fresh draws, exact McNemar for permuted options. "
-        '<span class="sig">Green</span>: p ≤ 0.05.</p>' + _table(header, rows) +
+        "bootstrap test for fresh draws, exact McNemar for permuted options (the paired cluster bootstrap's for "
+        'tasks with clusters). <span class="sig">Green</span>/<span class="sig neg">red</span>: p ≤ 0.05, the '
+        "published data scoring higher / lower.</p>" + _table(header, rows) +
         '<p class="note">What a gap can and cannot mean. A positive gap on a fresh draw suggests that the published '
         "items, or their generator's seed, were seen in training. A gap under permutation suggests memorised answer "
         "positions or option order — or a positional bias of the model (preferring a letter or the first option), "
         "which a gap cannot tell apart from contamination. A prompt that scores the option texts without showing "
         "them (such as plain) sees the same question either way, so its gap is zero but for exact ties. No gap "
         "does not prove the absence of contamination: a model can have seen the items and not gain from it, and a "
-        "small test set only detects large gaps. The gap "
-        "on a fresh draw also holds the sampling difference between two draws of the same generator; the interval "
-        "covers that, so only a gap whose interval excludes 0 is a signal at all.</p>")
+        "small test set only detects large gaps. The gap on a fresh draw also holds the sampling difference between "
+        "two draws of the same generator; the interval covers that, so only a gap whose interval excludes 0 is a "
+        "signal at all.</p>")
 
 
 def _confidence(s: dict[str, Any]) -> tuple[float, str] | None:
