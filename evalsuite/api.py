@@ -46,6 +46,8 @@ def evaluate(model: str | RunSpec, tasks: str | list[str] = "starter", *, engine
     ``think_tags`` (and a server's ``reasoning_content``) before answers are read and records its length.
     ``shard`` (``"i/N"``) evaluates the i-th of N contiguous parts of each task's documents and writes a shard's
     run folder; :func:`merge` combines the folders of a complete set into the run.
+    ``permute_choices`` rotates every document's options by one position, the gold answer following its option
+    (:mod:`evalsuite.prompting.permute`): paired with the same run without it, a circular contamination check.
     """
     if isinstance(model, RunSpec):
         if options or tasks != "starter":
@@ -63,12 +65,13 @@ def show_prompts(
     catalog: dict[str, TaskSpec], name: str, prompt: str = "all", shots: int = 0, doc: int = 0,
     seed: int = 0, data_dir: str | Path | None = None, data_seed: int | None = None, *,
     chat_template: bool = False, system_prompt: str | None = None, fewshot_as_multiturn: bool = False,
-    tokenizer: str | None = None,
+    tokenizer: str | None = None, permute_choices: bool = False,
 ) -> list[tuple[str, str]]:
     """The rendered prompt of each variant for one document: context, then the scored answers
     (``data_seed``: as in :func:`evaluate`, a generated task's fresh test set). With chat formatting (the
     options of :func:`evaluate`), the conversation instead, and with ``tokenizer`` (a model folder, alias or hub
-    id) also the text its chat template makes of it."""
+    id) also the text its chat template makes of it; ``permute_choices``: with the options rotated, as
+    :func:`evaluate` rotates them."""
     if doc < 0 or shots < 0:
         raise SpecError(f"--doc and --shots must be 0 or more, got --doc {doc} --shots {shots}")
     task = select_tasks(catalog, name)[0]
@@ -80,8 +83,8 @@ def show_prompts(
     template = _tokenizer(tokenizer) if chatting and tokenizer else None
     shown = []
     for variant in variants(task, None if prompt == "default" else prompt):
-        instances, _, _ = render_instances(task, PromptRenderer(task, variant, chat), splits, shots=shots, seed=seed,
-                                           limit=doc + 1, sampler=None)
+        renderer = PromptRenderer(task, variant, chat, permute_choices)
+        instances, _, _ = render_instances(task, renderer, splits, shots=shots, seed=seed, limit=doc + 1, sampler=None)
         if not 0 <= doc < len(instances):
             raise SpecError(f"task '{task.name}' has {len(instances)} documents in split '{task.eval_split}'; --doc {doc} is out of range")
         inst = instances[doc]

@@ -76,6 +76,7 @@ def _show_command(commands: Any) -> None:
     show.add_argument("--doc", type=int, default=0, help="document index in the evaluated split")
     show.add_argument("--seed", type=int, default=0)
     show.add_argument("--data-seed", type=int, default=None, help="a generated task's items from this seed instead")
+    show.add_argument("--permute-choices", action="store_true", help="with the options rotated, as run shows them")
     _chat(show)
     show.add_argument("--tokenizer", default=None, metavar="MODEL",
                       help="with chat formatting, also show the text this model's chat template makes of it")
@@ -147,6 +148,9 @@ def _run_command(commands: Any) -> None:
     run.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for intervals (default 1000)")
     run.add_argument("--data-seed", type=int, default=None, metavar="S",
                      help="draw generated tasks from seed S instead of their own (a fresh, unseen test set)")
+    run.add_argument("--permute-choices", action="store_true",
+                     help="rotate every document's options by one position, the gold answer following (a circular "
+                          "check for contamination; pairs with the same run without it in the report)")
     run.add_argument("--samples", type=int, default=1, metavar="N",
                      help="generation prompts: N sampled answers per document, majority vote (needs --temperature > 0)")
     run.add_argument("--temperature", type=float, default=0.0, metavar="T",
@@ -355,7 +359,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     tasks = load_tasks(args.task_dir, args.prompt_dir)
     for name, text in show_prompts(tasks, args.task, args.prompt, args.shots, args.doc, args.seed, args.data_dir,
                                    args.data_seed, chat_template=args.chat_template, system_prompt=args.system_prompt,
-                                   fewshot_as_multiturn=args.fewshot_as_multiturn, tokenizer=args.tokenizer):
+                                   fewshot_as_multiturn=args.fewshot_as_multiturn, tokenizer=args.tokenizer,
+                                   permute_choices=args.permute_choices):
         print(f"===== {args.task} / {name} ({args.shots}-shot, document {args.doc}) =====")
         print(text)
         print()
@@ -402,7 +407,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         skip_unavailable=args.skip_unavailable, cache=False if args.no_cache else (args.cache_dir or True),
         engine_args=engine_args, system_prompt=args.system_prompt, fewshot_as_multiturn=args.fewshot_as_multiturn,
         max_new_tokens=args.max_new_tokens, think=args.think or args.think_tags is not None,
-        think_tags=tuple(args.think_tags or THINK_TAGS), shard=args.shard,
+        think_tags=tuple(args.think_tags or THINK_TAGS), shard=args.shard, permute_choices=args.permute_choices,
     )
     _print_evaluations(result.record)
     shard = result.record.get("shard")

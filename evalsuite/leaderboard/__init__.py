@@ -36,6 +36,7 @@ KEY = ROW_KEY + ["task"]
 LONG_COLUMNS = [
     "model", "label", "engine", "adapter", "mode", "shots", "setting", "variant", "task", "category", "metric",
     "value", "low", "high", "n", "unparseable", "run_id", "created", "data_hash", "dtype", "definition", "folder",
+    "probe",
 ]
 DEFINITIONS = {
     "cell": "A task cell shows the task's main metric as value [low, high]: the point estimate and its 95% "
@@ -82,6 +83,7 @@ def _rows(folder: Path, metric: str | None = None, absolute_paths: bool = True) 
         "adapter": adapter, "mode": cfg.get("mode"), "shots": int(cfg.get("shots") or 0),
         "setting": setting_label(cfg.get("mode"), cfg.get("shots")), "run_id": record["run_id"],
         "created": record["created"], "dtype": described.get("dtype") or cfg.get("dtype"), "folder": str(folder),
+        "probe": probe_of(cfg),
     }
     rows = []
     for ev in record["evaluations"]:
@@ -97,29 +99,45 @@ def _rows(folder: Path, metric: str | None = None, absolute_paths: bool = True) 
     return rows
 
 
+def probe_of(config: dict[str, Any]) -> str:
+    """What makes a run a contamination probe ("data seed 7", "options permuted"), or "" for a run on the data as
+    published with its options in their original order."""
+    parts = [f"data seed {config['data_seed']}"] if config.get("data_seed") is not None else []
+    return ", ".join(parts + (["options permuted"] if config.get("permute_choices") else []))
+
+
 def gather(run_dirs: Sequence[Path], metric: str | None = None, *, absolute_paths: bool = True) -> pd.DataFrame:
     """Long table, one row per run × evaluation, newest run winning per (model, adapter, setting, variant, task).
 
     ``run_dirs`` may be run folders or folders holding them. Each row holds the evaluation's ``metric`` (e.g.
     ``f1``) where it has one, else its main metric. ``attrs['superseded']`` counts the rows dropped
-    as older duplicates; ``attrs['notes']`` says which runs they came from. Without ``absolute_paths``, a
+    as older duplicates; ``attrs['notes']`` says which runs they came from. A contamination probe (``probe``: a
+    run with ``--data-seed`` or ``--permute-choices``) never supersedes a run on the published data; the
+    folders of every run read, probes included, are in ``attrs['folders']``. Without ``absolute_paths``, a
     model or adapter recorded as an absolute path reads relative to the current folder (as published files
     show it).
     """
     rows = [row for folder in find_runs(run_dirs) for row in _rows(folder, metric, absolute_paths)]
     long = pd.DataFrame(rows, columns=LONG_COLUMNS)
+    folders = list(dict.fromkeys(long["folder"]))  # every run read, probes too (the contamination signal)
     if long.empty:
-        long.attrs.update(superseded=0, notes=[])
+        long.attrs.update(superseded=0, notes=[], folders=folders)
         return long
     when = pd.to_datetime(long["created"], utc=True, errors="coerce", format="ISO8601")
-    long = long.assign(_when=when).sort_values(["_when", "run_id"], kind="mergesort", na_position="first")
+    # A contamination probe (a fresh data seed, permuted options) never stands in for the run on the data as
+    # published: that one keeps the row whatever their order, and the report compares the two.
+    long = long.assign(_when=when, _reference=long["probe"] == "").sort_values(
+        ["_reference", "_when", "run_id"], kind="mergesort", na_position="first")
     older = long.duplicated(KEY, keep="last")
     notes = [
         f"run {run_id}: {count} result(s) superseded by a newer run of the same model, setting, prompt and task"
-        for run_id, count in long[older].groupby("run_id").size().items()
+        if probe == "" else f"run {run_id}: {count} result(s) of a contamination probe ({probe}) left out: the row "
+        "shows the run on the published data (or a newer probe); the report's Contamination signal section pairs them"
+        for (run_id, probe), count in long[older].groupby(["run_id", "probe"]).size().items()
     ]
-    long = long[~older].drop(columns="_when").sort_values(KEY + ["run_id"], kind="mergesort").reset_index(drop=True)
-    long.attrs.update(superseded=int(older.sum()), notes=notes)
+    long = long[~older].drop(columns=["_when", "_reference"]).sort_values(KEY + ["run_id"], kind="mergesort")
+    long = long.reset_index(drop=True)
+    long.attrs.update(superseded=int(older.sum()), notes=notes, folders=folders)
     return long
 
 

@@ -5,9 +5,9 @@ significantly different, plots), per-task table, settings side by side
 (zero-shot / few-shot / fine-tuned) with paired tests, prompt variants side by side with robustness and
 ranking stability, where the variance comes from (documents, prompt variants, few-shot draws, seeds),
 verification (agreement between prompt variants and among self-consistency samples, accuracy by difficulty
-and by thinking length), answer extraction (strict and flexible rules, examples where they disagree), error
-analysis (confusion matrices, most confident wrong answers), calibration (ECE and Brier score, reliability
-diagrams), definitions.
+and by thinking length), answer extraction (strict and flexible rules, examples where they disagree),
+contamination signal (fresh draws and permuted options against the published data), error analysis (confusion
+matrices, most confident wrong answers), calibration (ECE and Brier score, reliability diagrams), definitions.
 
 Every piece of text from runs (model names, prompts, model outputs, labels) goes through ``html.escape``; a
 Content-Security-Policy allows only this file's own script (by hash), inline styles and ``data:`` images.
@@ -52,6 +52,7 @@ from evalsuite.leaderboard.compare import (
 from evalsuite.leaderboard.ranking import ALPHA as RANK_ALPHA
 from evalsuite.leaderboard.ranking import SOURCES, rank_rows, with_ranking
 from evalsuite.leaderboard.variance import SHARES, variance_section
+from evalsuite.leaderboard.contamination import contamination_gaps
 from evalsuite.results import atomic_write_text, make_folder
 from evalsuite.scoring.extract import FLEXIBLE_RULE, STRICT_RULE
 from evalsuite.scoring.metrics import (
@@ -828,6 +829,53 @@ def _extraction(r: _Report) -> str:
             f"documents whose two readings differ; up to {DISAGREEMENTS_SHOWN} per task are shown.</p>")
 
 
+CONTAMINATION_HOWTO = (
+    "For a generated task, run it again on a fresh draw beside the run on the published one: "
+    "<code>evalsuite run --model M --tasks gen_syllogisms --data-seed 7</code>; for a multiple-choice task, "
+    "run it again with its options rotated, with a prompt that shows them: <code>evalsuite run --model M --tasks "
+    "commonsenseqa --prompts lettered --permute-choices</code>.")
+
+
+def _contamination(r: _Report) -> str:
+    """Each probe (a fresh draw, permuted options) against the same system's run without it."""
+    folders = r.long.attrs.get("folders") or list(dict.fromkeys(r.long["folder"]))
+    gaps = contamination_gaps([Path(f) for f in folders], n_boot=N_BOOT)
+    if not gaps:
+        return f'<p class="lead">No run here has a contamination probe beside it. {CONTAMINATION_HOWTO}</p>'
+    rows = []
+    for g in gaps:
+        cells = [_td(g.system), _td(g.task), _td(g.variant), _td(f"{g.kind} ({g.probe})"), _num(g.n, 0),
+                 _value_cell(g.reference), _value_cell(g.probed)]
+        if g.gap is None:
+            rows.append(_tr(cells + ['<td class="num" data-v="">—</td>'] * 2 + [_td(g.note)]))
+            continue
+        cls = " ".join(c for c in ("sig" if g.p_value <= ALPHA else "", "neg" if g.gap < 0 else "") if c)
+        gap = (f'<td class="num {cls}" data-v="{_v(g.gap)}">{_f(g.gap, signed=True)}'
+               f'<span class="ci">[{_f(g.low, signed=True)}, {_f(g.high, signed=True)}]</span></td>')
+        rows.append(_tr(cells + [gap, _p(g.p_value, g.test), _td("; ".join(x for x in (g.test, g.note) if x))]))
+    header = [("system", "text"), ("task", "text"), ("prompt", "text"), ("probe", "text"), ("n", "num"),
+              ("published / original", "num"), ("fresh / permuted", "num"), ("gap", "num"), ("p", "num"),
+              ("test", "text")]
+    return (
+        '<p class="lead">Per task, the same system\'s accuracy on the data as published and on a probe: a fresh draw '
+        "of a generated task (<code>--data-seed</code>: same size and difficulty mix, documents paired by position "
+        "within their difficulty level) or the same multiple-choice documents with their options rotated by one "
+        "position (<code>--permute-choices</code>, paired by document). Gap: published (or original) minus probe, "
+        "with its 95% paired bootstrap interval (stratified by difficulty for fresh draws); p: the stratified paired "
+        "bootstrap test for fresh draws, exact McNemar for permuted options (the paired cluster bootstrap's for "
+        'tasks with clusters). <span class="sig">Green</span>/<span class="sig neg">red</span>: p ≤ 0.05, the '
+        "published data scoring higher / lower.</p>" + _table(header, rows) +
+        '<p class="note">What a gap can and cannot mean. A positive gap on a fresh draw suggests that the published '
+        "items, or their generator's seed, were seen in training. A gap under permutation suggests memorised answer "
+        "positions or option order — or a positional bias of the model (preferring a letter or the first option), "
+        "which a gap cannot tell apart from contamination. A prompt that scores the option texts without showing "
+        "them (such as plain) sees the same question either way, so its gap is zero but for exact ties. No gap "
+        "does not prove the absence of contamination: a model can have seen the items and not gain from it, and a "
+        "small test set only detects large gaps. The gap on a fresh draw also holds the sampling difference between "
+        "two draws of the same generator; the interval covers that, so only a gap whose interval excludes 0 is a "
+        "signal at all.</p>")
+
+
 def _confidence(s: dict[str, Any]) -> tuple[float, str] | None:
     """How sure a wrong answer was: the log-prob margin of the chosen over the gold choice, or the vote share."""
     lp, pred, gold = s.get("logprobs"), s.get("pred", -1), s.get("gold", -1)
@@ -1031,6 +1079,7 @@ SECTIONS = [
     ("difficulty", "Accuracy by difficulty", _difficulty),
     ("thinking", "Thinking length", _thinking),
     ("extraction", "Answer extraction", _extraction),
+    ("contamination", "Contamination signal", _contamination),
     ("errors", "Error analysis", _errors),
     ("calibration", "Calibration", _calibration),
     ("definitions", "Definitions and runs", _definitions),

@@ -72,7 +72,7 @@ def run(spec: RunSpec, engine: Engine | Classifier | None = None) -> RunResult:
     engine_load_s = time.perf_counter() - load_started
     cached = None
     if isinstance(engine, Classifier):  # a classification checkpoint: its head answers, prompts play no part
-        _check_classifier(engine, selected, spec.mode)
+        _check_classifier(engine, selected, spec.mode, spec.permute_choices)
         plan: list[tuple[TaskSpec, PromptSpec | None]] = [(task, None) for task in selected]
     else:
         plan = list(prompted)
@@ -173,7 +173,8 @@ def _evaluate_task(engine: Engine, task: TaskSpec, prompt: PromptSpec, splits: S
     """One task × prompt variant, chunk by chunk: render → answer → (write) → score → record."""
     started = time.perf_counter()
     evaluated = splits(task, task.eval_split)
-    renderer = PromptRenderer(task, prompt, ChatFormat(spec.system_prompt, spec.fewshot_as_multiturn))
+    renderer = PromptRenderer(task, prompt, ChatFormat(spec.system_prompt, spec.fewshot_as_multiturn),
+                              permute=spec.permute_choices)
     render, pool = fewshot_renderer(task, renderer, splits, shots=spec.shots, seed=spec.seed,
                                     sampler=spec.fewshot_sampler, picks=picks)
     n_samples = spec.samples if prompt.method == "generation" else 1
@@ -207,10 +208,14 @@ def _keyed(sample: Sample, doc: dict) -> Sample:
     return replace(sample, doc_hash=doc_hash(doc), difficulty=difficulty if type(difficulty) is int else None)
 
 
-def _check_classifier(engine: Classifier, tasks: list[TaskSpec], mode: str) -> None:
-    """A classification checkpoint answers a task only in fine-tuned mode, with the task's own label set."""
+def _check_classifier(engine: Classifier, tasks: list[TaskSpec], mode: str, permuted: bool = False) -> None:
+    """A classification checkpoint answers a task only in fine-tuned mode, with the task's own label set (and
+    never with permuted options: its head reads no options)."""
     if mode != "fine-tuned":
         raise SpecError(f"{engine.model_path} is a classification checkpoint: evaluate it with --mode fine-tuned")
+    if permuted:
+        raise SpecError(f"{engine.model_path} is a classification checkpoint: its head reads the task's inputs, not "
+                        "its options, so --permute-choices has nothing to rotate")
     for task in tasks:
         if task.inputs is None or task.labels is None:
             raise SpecError(f"{task.path}: field 'inputs': a classification checkpoint needs the task's inputs and "

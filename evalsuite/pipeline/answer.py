@@ -179,4 +179,4 @@ def _generated_sample(task: TaskSpec, prompt: PromptSpec, inst: Instance, contex
 def _sample(task: TaskSpec, prompt: PromptSpec, inst: Instance, context: str, pred: int, **fields: Any) -> Sample:
     return Sample(task=task.name, variant=prompt.name, doc_id=inst.doc_id, fewshot_ids=tuple(inst.fewshot_ids),
                   prompt=context, choices=tuple(inst.continuations), pred=pred, gold=inst.gold,
-                  gold_text=inst.gold_text, cluster=inst.cluster, **fields)
+                  gold_text=inst.gold_text, cluster=inst.cluster, permutation=inst.permutation, **fields)

@@ -98,7 +98,8 @@ def preflight(plan: list[tuple[TaskSpec, PromptSpec]], splits: SplitLoader, spec
         for task, prompt in plan:
             check_documents(task, prompt, splits, problems, shots=spec.shots, seed=spec.seed,
                             sampler=spec.fewshot_sampler, limit=spec.limit, picks=picks,
-                            chat=ChatFormat(spec.system_prompt, spec.fewshot_as_multiturn), shard=spec.shard)
+                            chat=ChatFormat(spec.system_prompt, spec.fewshot_as_multiturn), shard=spec.shard,
+                            permute=spec.permute_choices)
     check_folder(spec.output)
     if spec.cache is not False:
         RequestCache(None if spec.cache is True else spec.cache).close()
@@ -108,7 +109,7 @@ def preflight(plan: list[tuple[TaskSpec, PromptSpec]], splits: SplitLoader, spec
 def check_documents(task: TaskSpec, prompt: PromptSpec, splits: SplitLoader, problems: Problems, *, shots: int,
                     seed: int, sampler: str | None, limit: int | None = None, picks: Picks | None = None,
                     skip: Sequence[int] = (), chat: ChatFormat = ChatFormat(),
-                    shard: tuple[int, int] | None = None) -> set[int]:
+                    shard: tuple[int, int] | None = None, permute: bool = False) -> set[int]:
     """Render the evaluated documents (the first ``limit``, or the ``shard``'s part of them, but those in
     ``skip``) through ``prompt`` with ``shots`` examples each, as the render stage will; return the numbers of
     the documents that failed."""
@@ -116,7 +117,7 @@ def check_documents(task: TaskSpec, prompt: PromptSpec, splits: SplitLoader, pro
     with problems.of(task.name, f"split '{task.eval_split}', {setting}") as setup:
         evaluated = splits(task, task.eval_split)
         check_fewshot_pool(task, splits, shots)
-        render, _ = fewshot_renderer(task, PromptRenderer(task, prompt, chat), splits, shots=shots, seed=seed,
+        render, _ = fewshot_renderer(task, PromptRenderer(task, prompt, chat, permute), splits, shots=shots, seed=seed,
                                      sampler=sampler, picks=picks)
     if setup.failed:
         return set()

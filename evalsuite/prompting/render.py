@@ -11,6 +11,7 @@ import jinja2
 from evalsuite import sandbox
 from evalsuite.errors import TemplateError
 from evalsuite.prompting.chat import ChatFormat, Message, conversation
+from evalsuite.prompting.permute import ChoicePermuter
 from evalsuite.spec import PromptSpec, TaskSpec
 
 
@@ -24,7 +25,9 @@ class Instance:
     matched against, one per choice. Graded tasks also carry ``choice_scores`` (the numeric value of each
     choice) and ``gold_score`` (the document's graded score). ``messages`` is the same prompt as a conversation
     (:mod:`evalsuite.prompting.chat`), for chat templates and chat APIs. ``cluster`` is the document's cluster
-    key when the task names a cluster field (:meth:`PromptRenderer.cluster_of`).
+    key when the task names a cluster field (:meth:`PromptRenderer.cluster_of`). ``permutation`` is the order
+    the options were shown in when they were permuted (:mod:`evalsuite.prompting.permute`): entry j is the
+    original position of the option shown at position j.
     """
 
     doc_id: int
@@ -38,6 +41,7 @@ class Instance:
     gold_score: float | None = None
     messages: tuple[Message, ...] = ()
     cluster: str | None = None
+    permutation: tuple[int, ...] | None = None
 
 
 def _null_fields(doc: dict) -> str:
@@ -57,9 +61,10 @@ def _template_line(exc: BaseException, filename: str) -> int | None:
 
 
 class PromptRenderer:
-    """Renders documents of one task through one prompt variant (``chat``: how they become conversations)."""
+    """Renders documents of one task through one prompt variant (``chat``: how they become conversations;
+    ``permute``: with their options rotated, :mod:`evalsuite.prompting.permute`)."""
 
-    def __init__(self, task: TaskSpec, prompt: PromptSpec, chat: ChatFormat = ChatFormat()):
+    def __init__(self, task: TaskSpec, prompt: PromptSpec, chat: ChatFormat = ChatFormat(), permute: bool = False):
         self.task, self.prompt, self.chat = task, prompt, chat
         filename = str(prompt.path)
         try:
@@ -82,6 +87,7 @@ class PromptRenderer:
         )
         self._inputs = [self._expression(e, "inputs") for e in task.inputs or ()]
         self._cluster = self._expression(task.cluster, "cluster") if task.cluster else None
+        self._permute = ChoicePermuter(self) if permute else None
 
     def _expression(self, source: str, field: str) -> tuple[Callable[..., Any], str, str]:
         owner = self.prompt.path if field in ("fewshot_target", "answer.values") or (
@@ -233,6 +239,10 @@ class PromptRenderer:
             return self._render(doc, doc_id, examples)
 
     def _render(self, doc: dict, doc_id: int, examples: Sequence[tuple[int, dict]]) -> Instance:
+        permutation = None
+        if self._permute is not None:  # the documents themselves rotated: every template and expression sees it
+            doc, permutation = self._permute(doc, doc_id)
+            examples = [(j, self._permute(ex, j)[0]) for j, ex in examples]
         prompt = self.prompt
         shots = [self.example_turns(ex, ex_id) for ex_id, ex in examples]
         question = self.context_of(doc, doc_id)
@@ -262,4 +272,5 @@ class PromptRenderer:
             messages=conversation(self.chat, context, question, shots, preamble=prompt.preamble,
                                   separator=prompt.fewshot_separator),
             cluster=self.cluster_of(doc, doc_id),
+            permutation=permutation,
         )

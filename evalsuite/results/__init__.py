@@ -48,7 +48,8 @@ SCHEMA = {
     "limit, batch_size, dtype, data_dir, fewshot_sampler, chat_template, n_boot, data_seed (replaces generated "
     "tasks' seeds), samples and temperature (generation prompts), engine_args (secret ones such as api_key "
     "written as '<redacted>'), system_prompt (its text), fewshot_as_multiturn, max_new_tokens (null: each "
-    "prompt's own), think and think_tags",
+    "prompt's own), think and think_tags, permute_choices (every document's options rotated by one position; "
+    "samples.jsonl then records each document's permutation)",
     "model": "what the engine reports: engine, model_path, model_sha256 (config + weights), dtype, device; "
     "finetuned (base, task, method) for a fine-tuned checkpoint or adapter",
     "versions": "python and package versions",

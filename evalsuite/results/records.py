@@ -77,6 +77,7 @@ class Sample:
     score: float | None = None
     gold_score: float | None = None
     cluster: str | None = None
+    permutation: tuple[int, ...] | None = None  # with --permute-choices: entry j is the original position of option j
 
     @property
     def generated(self) -> bool:
@@ -118,7 +119,8 @@ class Sample:
 _ORDER = ("task", "variant", "doc_id", "fewshot_ids", "prompt", "messages", "inputs", "choices", "pred_norm",
           "logprobs", "tokens", "greedy", "label_logprobs", "generation", "generations", "reasoning", "reasonings",
           "votes", "extracted", "votes_flexible", "extracted_flexible", "thinking", "agreement", "pred",
-          "pred_flexible", "gold", "gold_text", "correct", "doc_hash", "difficulty", "score", "gold_score", "cluster")
+          "pred_flexible", "gold", "gold_text", "correct", "doc_hash", "difficulty", "score", "gold_score", "cluster",
+          "permutation")
 
 
 @dataclass(frozen=True)

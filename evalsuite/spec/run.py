@@ -109,6 +109,7 @@ class RunSpec:
     think: bool = False
     think_tags: tuple[str, str] = THINK_TAGS
     shard: str | tuple[int, int] | None = None  # "i/N" or (i, N): the i-th of N parts of the documents
+    permute_choices: bool = False  # every document's options rotated by one position (evalsuite.prompting.permute)
 
     def __post_init__(self) -> None:
         mode, shots = mode_and_shots(self.mode, self.shots)
@@ -179,4 +180,5 @@ class RunSpec:
             "max_new_tokens": self.max_new_tokens,
             "think": self.think,
             "think_tags": list(self.think_tags),
+            "permute_choices": self.permute_choices,
         }
