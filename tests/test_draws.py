@@ -213,3 +213,20 @@ def test_report_counts_documents_once(tmp_path, data_dir, byte_tok):
     assert "· few-shot draw " in page  # wrong answers name their draw
     record = json.loads((run.path / "results.json").read_text())
     assert [ev["n"] for ev in record["evaluations"]] == [6, 6]
+
+
+def test_real_model_draws(tmp_path, data_dir, hf_smollm2):
+    """SmolLM2: draw 0 is the run without draws (log-likelihoods up to the last digits that batching moves)."""
+    options = dict(engine=hf_smollm2, shots=2, limit=2, data_dir=data_dir, output=tmp_path, progress=False,
+                   cache=False, n_boot=100)
+    one = read_samples(evaluate("smollm2", "copa", **options).path)
+    run = evaluate("smollm2", "copa", fewshot_draws=3, **options)
+    samples = read_samples(run.path)
+    first = [s for s in samples if s["draw"] == 0]
+    assert [(s["prompt"], s["pred"]) for s in first] == [(s["prompt"], s["pred"]) for s in one]
+    for drawn, alone in zip(first, one):
+        assert drawn["logprobs"] == pytest.approx(alone["logprobs"], abs=1e-3)
+    assert all(len({s["prompt"] for s in samples if s["doc_id"] == i}) == 3 for i in range(2))
+    [ev] = run.record["evaluations"]
+    assert ev["metrics"]["accuracy"]["value"] == pytest.approx(np.mean([s["correct"] for s in samples]))
+    assert ev["by_draw"]["values"][0] == pytest.approx(np.mean([s["correct"] for s in one]))
