@@ -151,7 +151,7 @@ class _Reader:
 
 def _generated_sample(task: TaskSpec, prompt: PromptSpec, inst: Instance, context: str,
                       generated: Sequence[str | Generation], reader: _Reader, messages: Any,
-                      seeds: Sequence[int] | None) -> Sample:
+                      seeds: Sequence[int] | None = None) -> Sample:
     """One document's sample from its generation, or from the majority vote of several. Sampled generations
     (``seeds``: one per generation) record their seeds and whether each, read by the strict rule, is correct."""
     texts, readable, splits = zip(*(reader.read(g, context) for g in generated))
