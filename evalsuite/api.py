@@ -33,7 +33,9 @@ def evaluate(model: str | RunSpec, tasks: str | list[str] = "starter", *, engine
     ``{"tokenizer": "smollm2"}`` for ``server``, whose ``model`` is a comma-separated list of endpoint URLs).
     ``data_seed`` replaces the seeds of generated tasks (a fresh test set). For generation prompts,
     ``temperature`` > 0 samples, and ``samples`` > 1 draws that many answers per document (seeds
-    ``seed * 1000 + k``) and takes their majority vote (self-consistency); log-likelihood prompts ignore both.
+    ``seed * 1000 + k``, or ``seeds``, one answer per seed) and takes their majority vote (self-consistency);
+    log-likelihood prompts ignore them. ``fewshot_draws`` K > 1 answers each document K times, each draw with
+    its own seeded few-shot examples (draw 0: those of a run without draws).
     Every task's data is loaded before the model: with ``skip_unavailable`` a task whose data cannot be
     loaded (e.g. a hub-only task offline) is left out and listed under ``skipped`` in the record, else the
     run stops with that error.

@@ -137,6 +137,9 @@ def _run_command(commands: Any) -> None:
     run.add_argument("--dtype", default="float32", choices=DTYPES)
     run.add_argument("--fewshot-sampler", default=None, choices=SAMPLERS,
                      help="default: each task's own setting")
+    run.add_argument("--fewshot-draws", type=int, default=1, metavar="K",
+                     help="answer each document K times, each draw with its own seeded few-shot examples (draw 0: "
+                          "those of a run without this option); intervals resample documents with all their draws")
     _chat(run)
     run.add_argument("--max-new-tokens", type=int, default=None, metavar="N",
                      help="generation prompts: at most N new tokens, instead of each prompt's own max_tokens")
@@ -151,8 +154,11 @@ def _run_command(commands: Any) -> None:
     run.add_argument("--permute-choices", action="store_true",
                      help="rotate every document's options by one position, the gold answer following (a circular "
                           "check for contamination; pairs with the same run without it in the report)")
-    run.add_argument("--samples", type=int, default=1, metavar="N",
+    run.add_argument("--samples", type=int, default=None, metavar="N",
                      help="generation prompts: N sampled answers per document, majority vote (needs --temperature > 0)")
+    run.add_argument("--seeds", default=None, metavar="S1,S2,...",
+                     help="generation prompts: one sampled answer per seed, with these sampling seeds (default: "
+                          "seed*1000+k for sample k of --samples)")
     run.add_argument("--temperature", type=float, default=0.0, metavar="T",
                      help="generation prompts: sampling temperature (default 0: greedy)")
     run.add_argument("--shard", default=None, metavar="I/N",
@@ -404,7 +410,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         data_dir=args.data_dir, output=args.output, task_dirs=args.task_dir, prompt_dirs=args.prompt_dir,
         fewshot_sampler=args.fewshot_sampler, chat_template=args.chat_template, n_boot=args.bootstrap,
         progress=not args.no_progress, data_seed=args.data_seed, samples=args.samples, temperature=args.temperature,
-        skip_unavailable=args.skip_unavailable, cache=False if args.no_cache else (args.cache_dir or True),
+        seeds=args.seeds, fewshot_draws=args.fewshot_draws, skip_unavailable=args.skip_unavailable, cache=False if args.no_cache else (args.cache_dir or True),
         engine_args=engine_args, system_prompt=args.system_prompt, fewshot_as_multiturn=args.fewshot_as_multiturn,
         max_new_tokens=args.max_new_tokens, think=args.think or args.think_tags is not None,
         think_tags=tuple(args.think_tags or THINK_TAGS), shard=args.shard, permute_choices=args.permute_choices,
@@ -430,8 +436,10 @@ def _print_evaluations(record: dict) -> None:
 
     for ev in record["evaluations"]:
         main = ev["metrics"][ev["main_metric"]]
+        by_draw = ev.get("by_draw")  # the main metric of each few-shot draw alone
+        draws = f"  by draw: {' '.join(f'{v:.3f}' for v in by_draw['values'])}" if by_draw else ""
         print(f"{ev['task']:<20} {ev['variant']:<10} n={ev['n']:<5} {ev['main_metric']}={main['value']:.3f} "
-              f"[{main['low']:.3f}, {main['high']:.3f}]")
+              f"[{main['low']:.3f}, {main['high']:.3f}]{draws}")
     for task, source in data_sources(record).items():
         print(f"{task:<20} data: {source}")
     for skipped in record.get("skipped", []):

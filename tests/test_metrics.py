@@ -136,7 +136,8 @@ def _random_binary(n: int, seed: int) -> Predictions:
                        pred_text=tuple(str(x) for x in pred), gold_text=texts,
                        score=gold + rng.normal(0, 1, n), gold_score=gold + rng.random(n),
                        pred_flexible=np.where(pred >= 0, pred, np.where(rng.random(n) < 0.5, gold, -1)),
-                       probs=np.stack([1 - yes, yes], axis=1))
+                       probs=np.stack([1 - yes, yes], axis=1),
+                       n_correct=rng.integers(0, 5, n), n_samples=4)
 
 
 def test_interval_contains_point_value() -> None:
@@ -215,7 +216,7 @@ def test_bootstrap_chunks_continue_one_random_stream(monkeypatch) -> None:
 def test_registry_and_unknown_metric() -> None:
     assert set(METRICS) == {"accuracy", "accuracy_norm", "f1", "f1_macro", "f1_binary", "mcc",
                             "exact_match", "unparseable_rate", "pearson", "spearman", "accuracy_flexible",
-                            "unparseable_rate_flexible", "ece", "brier"}
+                            "unparseable_rate_flexible", "ece", "brier", "avg@k", "maj@k", "pass@k"}
     assert resolve_metric("mcc").name == "mcc"
     with pytest.raises(MetricError, match=r"'bleu'.*known metrics: accuracy, accuracy_flexible, accuracy_norm"):
         resolve_metric("bleu")

@@ -31,6 +31,7 @@ CASES = {
     "self-consistency": dict(tasks="gen_syllogisms", prompts="cot", samples=3, temperature=0.7, limit=10),
     "graded task": dict(tasks="stsb", limit=11),
     "clustered task (intervals resample stories)": dict(tasks="folio", limit=14),
+    "few-shot draws": dict(tasks="copa", shots=2, limit=10, fewshot_draws=3),
     "classification head": dict(tasks="rte", mode="fine-tuned", limit=13, head=True),
 }
 

@@ -5,13 +5,16 @@ of run folders by ``model=…,setting=…,prompt=…,adapter=…`` (newest run p
 
 Documents are paired by their content hash (``doc_hash`` in ``samples.jsonl``) when both runs recorded it,
 else by ``doc_id`` -- only when both runs read the same data (same data hash). Documents present in one run
-only are counted and listed, never silently dropped. Prompt variants pair by name; when a task has exactly
+only are counted and listed, never silently dropped. Runs with several few-shot draws (``--fewshot-draws``) pair
+on (document, draw), a run without draws counting as draw 0: two runs with the same draws pair every draw
+(intervals and p then resample documents with their draws), and a run of one draw pairs with draw 0 of the
+other, whose further draws are listed as unpaired. Prompt variants pair by name; when a task has exactly
 one variant on each side, those two pair whatever their names (comparing prompting strategies).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -171,7 +174,7 @@ class TaskComparison:
     task: str
     variant_a: str
     variant_b: str
-    paired_by: str  # "doc_hash" or "doc_id"
+    paired_by: str  # "doc_hash" or "doc_id", with " and draw" for runs with few-shot draws
     only_in_a: list[Any]  # keys of documents scored only by A
     only_in_b: list[Any]
     gold_differs: list[Any]  # paired keys whose gold answers disagree (left out of the test)
@@ -199,30 +202,38 @@ class Comparison:
                 "notes": self.notes}
 
 
+def _key(name: str, drawn: bool) -> Callable[[dict[str, Any]], Any]:
+    """A sample's pairing key: its ``name`` field, with its few-shot draw (0 when it has none) when ``drawn``."""
+    return (lambda s: (s.get(name), s.get("draw", 0))) if drawn else (lambda s: s.get(name))
+
+
 def _pairs(a: Evaluation, b: Evaluation) -> tuple[str, list[tuple[dict, dict]], list, list, list]:
     """(paired_by, pairs, only-in-A keys, only-in-B keys, keys whose gold differs)."""
-    hashes = [[s.get("doc_hash") for s in e.samples] for e in (a, b)]
-    if all(None not in h and len(set(h)) == len(h) for h in hashes):  # duplicate documents pair by position
-        key = "doc_hash"
+    drawn = any("draw" in s for e in (a, b) for s in e.samples)
+    hashes = [[_key("doc_hash", drawn)(s) for s in e.samples] for e in (a, b)]
+    if all(s.get("doc_hash") is not None for e in (a, b) for s in e.samples) and all(
+            len(set(h)) == len(h) for h in hashes):  # duplicate documents pair by position
+        name = "doc_hash"
     elif a.data_hash and b.data_hash and a.data_hash != b.data_hash:
         raise MetricError(f"task {a.task}: the runs read different data (data hashes differ) and do not record "
                           "document hashes, so their documents cannot be paired; rerun with this version")
     else:
-        key = "doc_id"
-    index_b = {s[key]: s for s in b.samples}
-    index_a = {s[key]: s for s in a.samples}
+        name = "doc_id"
+    key = _key(name, drawn)
+    index_b = {key(s): s for s in b.samples}
+    index_a = {key(s): s for s in a.samples}
     pairs, differs = [], []
     for s in a.samples:
-        other = index_b.get(s[key])
+        other = index_b.get(key(s))
         if other is None:
             continue
         if other["gold"] != s["gold"]:
-            differs.append(s[key])
+            differs.append(key(s))
         else:
             pairs.append((s, other))
-    only_a = [s[key] for s in a.samples if s[key] not in index_b]
-    only_b = [s[key] for s in b.samples if s[key] not in index_a]
-    return key, pairs, only_a, only_b, differs
+    only_a = [key(s) for s in a.samples if key(s) not in index_b]
+    only_b = [key(s) for s in b.samples if key(s) not in index_a]
+    return name + (" and draw" if drawn else ""), pairs, only_a, only_b, differs
 
 
 def _matches(a: Side, b: Side) -> tuple[list[tuple[Evaluation, Evaluation]], list[str]]:
@@ -318,7 +329,8 @@ def render_text(result: Comparison) -> str:
     keys = sorted({r.paired_by for r in tested})
     if keys:
         lines.append("Documents paired by " + " and ".join(
-            "content hash (doc_hash)" if k == "doc_hash" else "position in the same data (doc_id)" for k in keys) + ".")
+            ("content hash (doc_hash)" if k.startswith("doc_hash") else "position in the same data (doc_id)")
+            + (" and few-shot draw" if k.endswith(" and draw") else "") for k in keys) + ".")
     unpaired = [r for r in result.rows if r.only_in_a or r.only_in_b or r.gold_differs]
     if unpaired:
         lines.append("Documents not in both runs (left out of the tests):")

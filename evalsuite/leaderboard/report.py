@@ -618,6 +618,18 @@ def _doc_key(samples: Sequence[dict[str, Any]]) -> str:
     return "doc_hash" if all("doc_hash" in s for s in samples) else "doc_id"
 
 
+def _by_document(samples: Sequence[dict[str, Any]]) -> list[tuple[dict[str, Any], float]]:
+    """Each sample with its correctness (0 or 1); in a run with several few-shot draws, each document once
+    (its first sample) with the share of its draws answered correctly, so that draws do not count as documents."""
+    if not any("draw" in s for s in samples):
+        return [(s, float(bool(s["correct"]))) for s in samples]
+    key = _doc_key(samples)
+    grouped: dict[Any, list[dict[str, Any]]] = {}
+    for s in samples:
+        grouped.setdefault(s[key], []).append(s)
+    return [(group[0], float(np.mean([bool(s["correct"]) for s in group]))) for group in grouped.values()]
+
+
 def _agreement(r: _Report) -> str:
     rows = []
     for system in r.systems:
@@ -627,7 +639,7 @@ def _agreement(r: _Report) -> str:
                 continue
             evs = [r.of(*system, v, t["task"]) for v in variants]
             key = _doc_key([s for ev in evs for s in ev.samples])
-            by_doc = [{s[key]: s for s in ev.samples} for ev in evs]
+            by_doc = [{(s[key], s.get("draw")): s for s in ev.samples} for ev in evs]  # draw k pairs with draw k
             docs = [d for d in by_doc[0] if all(d in other for other in by_doc[1:])]
             if not docs:
                 continue
@@ -693,12 +705,12 @@ def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def _difficulty(r: _Report) -> str:
-    table: dict[str, dict[str, dict[Any, list[bool]]]] = {}
+    table: dict[str, dict[str, dict[Any, list[float]]]] = {}
     for key, ev in r.ev.items():
-        for s in ev.samples:
+        for s, correct in _by_document(ev.samples):
             if s.get("difficulty") is not None:
                 label = f"{system_label(*key[:3])} · {key[3]}"
-                table.setdefault(key[4], {}).setdefault(label, {}).setdefault(s["difficulty"], []).append(bool(s["correct"]))
+                table.setdefault(key[4], {}).setdefault(label, {}).setdefault(s["difficulty"], []).append(correct)
     if not table:
         return '<p class="note">No run recorded document difficulty (generated tasks record it).</p>'
     plt = _pyplot()
@@ -905,6 +917,10 @@ def _choices(s: dict[str, Any]) -> str:
     return "".join(items)
 
 
+def _draw(s: dict[str, Any]) -> str:
+    return f" · few-shot draw {e(s['draw'])}" if "draw" in s else ""
+
+
 def _shots_note(s: dict[str, Any]) -> str:
     k = len(s.get("fewshot_ids") or ())
     return f'<div class="muted">{k} solved example(s) precede the question: scroll up</div>' if k else ""
@@ -924,7 +940,7 @@ def _errors(r: _Report) -> str:
             extracted = f'<div class="muted">extracted: {e(s.get("extracted"))}</div>' if "extracted" in s else ""
             choices = _choices(s)
             rows.append(
-                f"<tr><td>{e(system_label(*k[:3]))}<div class='muted'>{e(k[3])} · doc {e(s.get('doc_id'))}</div></td>"
+                f"<tr><td>{e(system_label(*k[:3]))}<div class='muted'>{e(k[3])} · doc {e(s.get('doc_id'))}{_draw(s)}</div></td>"
                 f'<td class="num" data-v="{_v(conf[0] if conf else None)}">{e(conf[1]) if conf else "—"}</td>'
                 f"<td>{shown}{extracted}</td><td>{e(s.get('gold_text'))}</td>"
                 f'<td class="wide">{_shots_note(s)}<div class="prompt"><pre>{e(s.get("prompt"))}</pre></div>'
@@ -1059,10 +1075,11 @@ def _definitions(r: _Report) -> str:
 
 def _cards(r: _Report) -> str:
     top = r.wide.iloc[0]
+    documents = sum(len({s.get("doc_id") for s in ev.samples}) for ev in r.ev.values())  # once, whatever its draws
     cards = [("Best overall", _f(top["overall"]), _row_label(top)),
              ("Rows", str(len(r.wide)), f"{len(r.systems)} model × setting, {r.wide['prompt'].nunique()} prompt variant(s)"),
              ("Tasks", str(len(r.tasks)), ", ".join(c.replace("_", " ") for c in r.categories)),
-             ("Documents scored", f"{sum(len(ev.samples) for ev in r.ev.values()):,}", f"{r.long['run_id'].nunique()} run(s)")]
+             ("Documents scored", f"{documents:,}", f"{r.long['run_id'].nunique()} run(s)")]
     return '<div class="cards">' + "".join(
         f'<div class="card"><div class="k">{e(k)}</div><div class="v">{e(v)}</div><div class="s">{e(s)}</div></div>'
         for k, v, s in cards) + "</div>"

@@ -170,23 +170,28 @@ def _with_cache(engine: Engine, cache: bool | Path) -> CachedEngine | None:
 
 def _evaluate_task(engine: Engine, task: TaskSpec, prompt: PromptSpec, splits: Splits, writer: RunWriter,
                    spec: RunSpec, picks: Picks) -> EvaluationRecord:
-    """One task × prompt variant, chunk by chunk: render → answer → (write) → score → record."""
+    """One task × prompt variant, chunk by chunk: render → answer → (write) → score → record. With several
+    few-shot draws each document is rendered and answered once per draw (its samples one after the other)."""
     started = time.perf_counter()
     evaluated = splits(task, task.eval_split)
     renderer = PromptRenderer(task, prompt, ChatFormat(spec.system_prompt, spec.fewshot_as_multiturn),
                               permute=spec.permute_choices)
-    render, pool = fewshot_renderer(task, renderer, splits, shots=spec.shots, seed=spec.seed,
-                                    sampler=spec.fewshot_sampler, picks=picks)
+    rendered = [fewshot_renderer(task, renderer, splits, shots=spec.shots, seed=spec.seed,
+                                 sampler=spec.fewshot_sampler, picks=picks, draw=draw)
+                for draw in range(spec.fewshot_draws)]
+    renders, pool = [render for render, _ in rendered], rendered[0][1]
     n_samples = spec.samples if prompt.method == "generation" else 1
     n_docs = len(evaluated_range(evaluated.docs, spec.limit, spec.shard))
-    bar = _progress_bar(n_docs * n_samples, f"{task.name}/{prompt.name}", spec.progress)
+    bar = _progress_bar(n_docs * len(renders) * n_samples, f"{task.name}/{prompt.name}", spec.progress)
     tally = Tally()
     try:
         for chunk in chunks(evaluated.docs, spec.limit, spec.shard):
-            instances = [render(doc, i) for i, doc in chunk]
+            rows = [(i, doc, draw) for i, doc in chunk for draw in range(len(renders))]
+            instances = [renders[draw](doc, i) for i, doc, draw in rows]
             samples = answer(engine, task, prompt, instances, spec, n_samples=n_samples,
                              progress=(lambda i, answer: bar.update(1)) if bar else None)
-            samples = [_keyed(sample, doc) for (_, doc), sample in zip(chunk, samples)]
+            samples = [_keyed(sample, doc, draw if len(renders) > 1 else None)
+                       for (_, doc, draw), sample in zip(rows, samples)]
             if task.graded:
                 samples = with_scores(instances, samples)
             writer.write_samples(s.to_dict() for s in samples)
@@ -201,11 +206,12 @@ def _evaluate_task(engine: Engine, task: TaskSpec, prompt: PromptSpec, splits: S
     return record(task, prompt.name, prompt.method, scores, evaluated, hashes, elapsed)
 
 
-def _keyed(sample: Sample, doc: dict) -> Sample:
-    """A sample with its document's content hash, and its difficulty when it has one (the report plots
-    accuracy per level from samples)."""
+def _keyed(sample: Sample, doc: dict, draw: int | None = None) -> Sample:
+    """A sample with its document's content hash, its few-shot draw in a run with several, and its difficulty
+    when it has one (the report plots accuracy per level from samples)."""
     difficulty = doc.get("difficulty")
-    return replace(sample, doc_hash=doc_hash(doc), difficulty=difficulty if type(difficulty) is int else None)
+    return replace(sample, doc_hash=doc_hash(doc), difficulty=difficulty if type(difficulty) is int else None,
+                   draw=draw)
 
 
 def _check_classifier(engine: Classifier, tasks: list[TaskSpec], mode: str, permuted: bool = False) -> None:

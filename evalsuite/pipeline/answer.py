@@ -62,16 +62,18 @@ def answer(runner: Engine, task: TaskSpec, prompt: PromptSpec, instances: list[I
                                    tokens=tuple(s.tokens for s in scores), greedy=tuple(s.greedy for s in scores),
                                    messages=conversation))
         return samples
-    # Sample k of every document has seed seed * 1000 + k: samples differ, and each is reproducible.
+    # Sample k of every document has the k-th sampling seed (RunSpec.sampling_seeds): each is reproducible.
     max_tokens = spec.max_new_tokens or prompt.max_tokens
+    seeds = spec.sampling_seeds()[:n_samples]
     inputs = [((), inst.messages) if conversational else (encode_context(tokenizer, c), None)
               for inst, c in zip(instances, contexts)]
-    requests = [GenerationRequest(ids, max_tokens, prompt.stop, spec.temperature, spec.seed * 1000 + k, messages)
-                for ids, messages in inputs for k in range(n_samples)]
+    requests = [GenerationRequest(ids, max_tokens, prompt.stop, spec.temperature, seed, messages)
+                for ids, messages in inputs for seed in seeds]
     answers = runner.generate(requests, progress=progress)
     reader = _Reader(spec, tokenizer, conversational)
+    sampled = seeds if spec.temperature > 0 else None  # greedy decoding uses no seed
     return [_generated_sample(task, prompt, inst, context, answers[d * n_samples : (d + 1) * n_samples], reader,
-                              conversation)
+                              conversation, sampled)
             for d, (inst, context, conversation) in enumerate(zip(instances, contexts, conversations))]
 
 
@@ -148,8 +150,10 @@ class _Reader:
 
 
 def _generated_sample(task: TaskSpec, prompt: PromptSpec, inst: Instance, context: str,
-                      generated: Sequence[str | Generation], reader: _Reader, messages: Any) -> Sample:
-    """One document's sample from its generation, or from the majority vote of several."""
+                      generated: Sequence[str | Generation], reader: _Reader, messages: Any,
+                      seeds: Sequence[int] | None = None) -> Sample:
+    """One document's sample from its generation, or from the majority vote of several. Sampled generations
+    (``seeds``: one per generation) record their seeds and whether each, read by the strict rule, is correct."""
     texts, readable, splits = zip(*(reader.read(g, context) for g in generated))
     reasonings = tuple(answer_parts(g)[1] for g in generated)
     rule = prompt.answer
@@ -164,6 +168,9 @@ def _generated_sample(task: TaskSpec, prompt: PromptSpec, inst: Instance, contex
                         f"'{task.name}': {exc}") from None
     flexible_preds = [_read_answer(inst, answer) for answer in flexible]
     fields: dict[str, Any] = {"messages": messages, "thinking": reader.lengths(splits) if reader.tags else None}
+    if seeds is not None:
+        gold = inst.gold if inst.gold >= 0 else 0  # a free-form target: pred 0 is the gold text (_read_answer)
+        fields.update(seeds=tuple(seeds), correct_samples=tuple(p == gold for p in preds))
     if len(generated) == 1:
         return _sample(task, prompt, inst, context, preds[0], generation=texts[0], extracted=extracted[0],
                        pred_flexible=flexible_preds[0], extracted_flexible=flexible[0], reasoning=reasonings[0],

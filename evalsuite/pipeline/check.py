@@ -96,10 +96,11 @@ def preflight(plan: list[tuple[TaskSpec, PromptSpec]], splits: SplitLoader, spec
             check_inputs(task, docs, problems)
     else:  # as the render stage renders each document
         for task, prompt in plan:
-            check_documents(task, prompt, splits, problems, shots=spec.shots, seed=spec.seed,
-                            sampler=spec.fewshot_sampler, limit=spec.limit, picks=picks,
-                            chat=ChatFormat(spec.system_prompt, spec.fewshot_as_multiturn), shard=spec.shard,
-                            permute=spec.permute_choices)
+            for draw in range(spec.fewshot_draws):
+                check_documents(task, prompt, splits, problems, shots=spec.shots, seed=spec.seed,
+                                sampler=spec.fewshot_sampler, limit=spec.limit, picks=picks,
+                                chat=ChatFormat(spec.system_prompt, spec.fewshot_as_multiturn), shard=spec.shard,
+                                permute=spec.permute_choices, draw=draw)
     check_folder(spec.output)
     if spec.cache is not False:
         RequestCache(None if spec.cache is True else spec.cache).close()
@@ -109,16 +110,16 @@ def preflight(plan: list[tuple[TaskSpec, PromptSpec]], splits: SplitLoader, spec
 def check_documents(task: TaskSpec, prompt: PromptSpec, splits: SplitLoader, problems: Problems, *, shots: int,
                     seed: int, sampler: str | None, limit: int | None = None, picks: Picks | None = None,
                     skip: Sequence[int] = (), chat: ChatFormat = ChatFormat(),
-                    shard: tuple[int, int] | None = None, permute: bool = False) -> set[int]:
+                    shard: tuple[int, int] | None = None, permute: bool = False, draw: int = 0) -> set[int]:
     """Render the evaluated documents (the first ``limit``, or the ``shard``'s part of them, but those in
-    ``skip``) through ``prompt`` with ``shots`` examples each, as the render stage will; return the numbers of
-    the documents that failed."""
-    setting = f"{prompt.name}, {shots}-shot"
+    ``skip``) through ``prompt`` with ``shots`` examples each (those of few-shot ``draw``), as the render stage
+    will; return the numbers of the documents that failed."""
+    setting = f"{prompt.name}, {shots}-shot" + (f", few-shot draw {draw}" if draw else "")
     with problems.of(task.name, f"split '{task.eval_split}', {setting}") as setup:
         evaluated = splits(task, task.eval_split)
         check_fewshot_pool(task, splits, shots)
         render, _ = fewshot_renderer(task, PromptRenderer(task, prompt, chat, permute), splits, shots=shots, seed=seed,
-                                     sampler=sampler, picks=picks)
+                                     sampler=sampler, picks=picks, draw=draw)
     if setup.failed:
         return set()
     where = f"{_named(evaluated)}, {setting}"

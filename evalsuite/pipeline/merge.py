@@ -183,10 +183,13 @@ def _samples_by_evaluation(shard: _Shard) -> dict[tuple[str, str], list[dict[str
             raise SpecError(f"{shard.folder / 'samples.jsonl'}: a sample of task {key[0]!r}, variant {key[1]!r}, "
                             "which its results.json does not evaluate: the shard folder was altered; run it again")
         groups[key].append(sample)
+    draws = shard.record["config"].get("fewshot_draws", 1)
     for (task, variant), samples in groups.items():
         part = shard.record["shard"]["documents"].get(task) or {}
         expected = shard_range(part.get("total") or 0, (shard.index, shard.count))
-        if [s["doc_id"] for s in samples] != list(expected):
+        # Each document once, or once per few-shot draw (draw 0, 1, ... one after the other).
+        rows = [(i, draw) for i in expected for draw in range(draws)] if draws > 1 else [(i, None) for i in expected]
+        if [(s["doc_id"], s.get("draw")) for s in samples] != rows:
             raise SpecError(f"{shard.folder / 'samples.jsonl'}: task '{task}', variant '{variant}' should hold "
                             f"documents {expected.start} to {expected.stop - 1} of {part.get('total')} (shard "
                             f"{shard.index}/{shard.count}) in order, but its {len(samples)} samples are not those: the "

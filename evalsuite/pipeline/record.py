@@ -47,18 +47,21 @@ def record(task: TaskSpec, variant: str, method: str, scores: Scores, evaluated:
 
 
 def scored(scores: Scores, elapsed: float) -> dict[str, Any]:
-    """The fields of an ``EvaluationRecord`` that come from its scores (and its time)."""
+    """The fields of an ``EvaluationRecord`` that come from its scores (and its time); ``n`` counts documents,
+    each once whatever its few-shot draws."""
     preds = scores.predictions
     return {
-        "n": preds.n,
+        "n": preds.documents,
         "metrics": {name: result.to_dict() for name, result in scores.metrics.items()},
         "confusion": confusion_counts(preds),
         "timing_s": round(elapsed, 3),
-        "docs_per_s": round(preds.n / elapsed, 3) if elapsed > 0 else None,
+        "docs_per_s": round(preds.documents / elapsed, 3) if elapsed > 0 else None,
         "labels": preds.labels,
         "positive": preds.positive,
         "by_difficulty": scores.extra.get("by_difficulty"),
         "self_consistency": scores.extra.get("self_consistency"),
         "thinking": scores.extra.get("thinking"),
         "cluster": preds.cluster_by,
+        "fewshot_draws": scores.extra.get("fewshot_draws"),
+        "by_draw": scores.extra.get("by_draw"),
     }

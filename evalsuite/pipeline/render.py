@@ -16,16 +16,26 @@ from evalsuite.spec import PromptSpec, TaskSpec
 CHUNK_DOCS = 2048
 
 SplitLoader = Callable[[TaskSpec, str], Split]
-# Few-shot example indices chosen per (task, variant, document), carried from the pre-flight check to the run.
-Picks = dict[tuple[str, str, int], list[int]]
+# Few-shot example indices chosen per (task, variant, document, draw), carried from the pre-flight check to the run.
+Picks = dict[tuple[str, str, int, int], list[int]]
+
+
+def draw_salt(task: TaskSpec, draw: int) -> str:
+    """What the few-shot sampler of a task's ``draw`` mixes with the run's seed: the task's name for draw 0
+    (the choice of a run with one draw), ``<task>#draw<k>`` for draw k > 0. The sampler seeds its generator
+    with ``<seed>:<salt>[:<document>]``, so no draw of seed s repeats a draw of seed s + 1."""
+    return task.name if draw == 0 else f"{task.name}#draw{draw}"
 
 
 def fewshot_renderer(
     task: TaskSpec, renderer: PromptRenderer, split_of: SplitLoader, *, shots: int, seed: int, sampler: str | None,
-    picks: Picks | None = None,
+    picks: Picks | None = None, draw: int = 0,
 ) -> tuple[Callable[[dict, int], Instance], Split | None]:
     """A function rendering a document (given its index) with its few-shot examples, and their pool.
 
+    ``draw`` k > 0 chooses the examples of a run's k-th few-shot draw (``--fewshot-draws``), seeded by
+    :func:`draw_salt`: draw 0 is the choice of a run without draws. With the ``fixed`` sampler each draw is
+    another fixed set shared by every document; the ``first`` sampler has one choice only, so it takes no draws.
     Choosing a document's examples takes a pass over the pool, so ``picks`` carries the choices from one
     rendering of the documents to the next: a document's choice is stored there when missing, and taken out
     (not chosen again) when present."""
@@ -36,19 +46,23 @@ def fewshot_renderer(
     pool = split_of(task, task.fewshot_split)
     examples = list(pool.docs)  # read by index; a few-shot split is small
     method = sampler or task.fewshot_sampler
+    if draw > 0 and method == "first":
+        raise SpecError(f"task '{task.name}': --fewshot-draws needs a sampler that can draw other examples, and the "
+                        "'first' sampler always takes the pool's first ones: use --fewshot-sampler random, fixed or "
+                        "balanced")
     labels = None
     if method == "balanced":
         labels = [renderer.gold_of(d, i, renderer.choices_of(d, i))[0] for i, d in enumerate(examples)]
     try:
         chooser = FewshotSampler(
-            range(len(examples)), k=shots, method=method, seed=seed, salt=task.name, labels=labels,
+            range(len(examples)), k=shots, method=method, seed=seed, salt=draw_salt(task, draw), labels=labels,
             same_split=task.fewshot_split == task.eval_split,
         )
     except ValueError as exc:
         raise SpecError(f"task '{task.name}': few-shot selection failed: {exc}") from None
 
     def render(doc: dict, doc_id: int) -> Instance:
-        key = (task.name, renderer.prompt.name, doc_id)
+        key = (task.name, renderer.prompt.name, doc_id, draw)
         if picks is not None and key in picks:
             pick = picks.pop(key)
         else:

@@ -18,6 +18,7 @@ from evalsuite.scoring import (
     agreement_interval,
     compute_metrics,
     metrics_for,
+    resolve_metric,
 )
 from evalsuite.spec import TaskSpec
 
@@ -55,34 +56,56 @@ class Scores:
 
     predictions: Predictions
     metrics: dict[str, MetricResult]
-    extra: dict[str, Any]  # by_difficulty, self_consistency, thinking
+    extra: dict[str, Any]  # by_difficulty, self_consistency, thinking, fewshot_draws and by_draw
 
 
 def score(task: TaskSpec, method: str, tally: Tally, labels: Sequence[str], *, n_boot: int, seed: int,
           n_samples: int = 1, temperature: float = 0.0) -> Scores:
     positive = list(labels).index(task.positive) if task.positive else None
-    return score_tally(metrics_for(task.metrics, method), positive, tally, labels, n_boot=n_boot, seed=seed,
-                       n_samples=n_samples, temperature=temperature, cluster_by=task.cluster)
+    return score_tally(metrics_for(task.metrics, method, n_samples), positive, tally, labels, n_boot=n_boot,
+                       seed=seed, n_samples=n_samples, temperature=temperature, cluster_by=task.cluster)
 
 
 def score_tally(metric_names: Sequence[str], positive: int | None, tally: Tally, labels: Sequence[str], *,
                 n_boot: int, seed: int, n_samples: int = 1, temperature: float = 0.0,
                 cluster_by: str | None = None) -> Scores:
     """The metrics (with intervals) and breakdowns of a tally: how a run scores an evaluation, and how
-    ``evalsuite merge`` scores the samples of its shards again."""
+    ``evalsuite merge`` scores the samples of its shards again. With several few-shot draws, every document ×
+    draw is a row of the metrics (the intervals resample documents with their draws), and ``by_draw`` holds
+    the first metric (the task's main one) of each draw alone."""
     preds = predictions(tally.outcomes, labels, positive, cluster_by=cluster_by)
     metrics = compute_metrics(metric_names, preds, n_boot=n_boot, seed=seed)
     extra: dict[str, Any] = {}
     if all(type(level) is int for level in tally.levels):
         extra["by_difficulty"] = accuracy_by_group(preds, tally.levels, n_boot=n_boot, seed=seed)
     if n_samples > 1:
+        # A document's agreement is the mean over its draws: the bootstrap then resamples documents.
+        agreements = np.asarray(tally.agreements).reshape(-1, preds.draws).mean(axis=1)
         extra["self_consistency"] = {
             "samples": n_samples, "temperature": temperature, "vote": VOTE_RULE,
-            "agreement": agreement_interval(tally.agreements, n_boot=n_boot, seed=seed),
+            "agreement": agreement_interval(agreements, n_boot=n_boot, seed=seed),
         }
+    if preds.draws > 1:
+        extra["fewshot_draws"] = preds.draws
+        extra["by_draw"] = by_draw(metric_names[0], tally.outcomes, labels, positive)
     if tally.thinking:
         extra["thinking"] = thinking_summary(tally.thinking, n_samples)
     return Scores(preds, metrics, extra)
+
+
+def by_draw(metric_name: str, outcomes: Sequence[Outcome], labels: Sequence[str], positive: int | None
+            ) -> dict[str, Any]:
+    """``metric_name`` of each few-shot draw on its own (its value over the documents' draw k), and their spread:
+    how much the choice of examples moves the score."""
+    metric = resolve_metric(metric_name)
+    values = []
+    for draw in sorted({o.draw for o in outcomes}):
+        preds = predictions([o for o in outcomes if o.draw == draw], labels, positive)
+        values.append(float(metric.stat(metric.per_doc(preds)[None, :], preds)[0]))
+    return {"metric": metric_name, "values": values, "range": max(values) - min(values),
+            "sd": float(np.std(values, ddof=1)),
+            "definition": f"{metric_name} of each few-shot draw alone (draw 0, 1, ...); range: largest minus "
+                          "smallest; sd: their sample standard deviation"}
 
 
 def thinking_summary(per_document: Sequence[dict[str, Any]], n_samples: int = 1) -> dict[str, Any]:

@@ -48,8 +48,9 @@ SCHEMA = {
     "limit, batch_size, dtype, data_dir, fewshot_sampler, chat_template, n_boot, data_seed (replaces generated "
     "tasks' seeds), samples and temperature (generation prompts), engine_args (secret ones such as api_key "
     "written as '<redacted>'), system_prompt (its text), fewshot_as_multiturn, max_new_tokens (null: each "
-    "prompt's own), think and think_tags, permute_choices (every document's options rotated by one position; "
-    "samples.jsonl then records each document's permutation)",
+    "prompt's own), think and think_tags; only when given: fewshot_draws (K > 1 few-shot draws per document), "
+    "seeds (the sampling seeds of --seeds) and permute_choices (every document's options rotated by one "
+    "position; samples.jsonl then records each document's permutation)",
     "model": "what the engine reports: engine, model_path, model_sha256 (config + weights), dtype, device; "
     "finetuned (base, task, method) for a fine-tuned checkpoint or adapter",
     "versions": "python and package versions",
@@ -69,7 +70,10 @@ SCHEMA = {
     "definition}}; in runs with think: thinking{unit (tokens, or characters where the engine has no tokenizer), "
     "mean_thinking, mean_answer (mean lengths per document), unclosed_rate (share of generations whose thinking "
     "never closed)}; for a task with a cluster field: cluster (the field; samples.jsonl records each document's "
-    "cluster key, and the intervals resample whole clusters)",
+    "cluster key, and the intervals resample whole clusters); in runs with several few-shot draws: "
+    "fewshot_draws (K; n counts documents, the metrics and confusion counts every document x draw, and the "
+    "intervals resample documents with all their draws) and by_draw{metric, values (the main metric of each draw "
+    "alone), range, sd, definition}",
     "skipped": "tasks left out because their data could not be loaded (run with skip_unavailable): "
     "[{task, reason}]",
     "shard": "only in a shard's record (a run with shard i/N): index, count, and documents{task: {total, start, "
@@ -341,7 +345,7 @@ _RUN = {"run_id": (str, True), "created": (str, True), "config": (dict, True), "
 _SHARD = {"index": (int, True), "count": (int, True), "documents": (dict, True)}
 _SHARD_PART = {"total": (int, True), "start": (int, True), "stop": (int, True)}
 _CONFIG = {"model": (str, True), "adapter": (str, False), "mode": (str, False), "shots": (int, False),
-           "engine": (str, False), "dtype": (str, False)}
+           "engine": (str, False), "dtype": (str, False), "fewshot_draws": (int, False)}
 _DESCRIBED = {"engine": (str, False), "dtype": (str, False), "finetuned": (dict, False)}
 _FINETUNED = {"base": (str, True), "task": (str, True), "method": (str, True)}
 _EVALUATION = {"task": (str, True), "variant": (str, True), "main_metric": (str, True), "metrics": (dict, True),
@@ -353,7 +357,8 @@ _METRIC = {"value": (_NUMBER, False), "low": (_NUMBER, False), "high": (_NUMBER,
 _SAMPLE = {"task": (str, True), "variant": (str, True), "doc_id": (int, True), "pred": (int, True),
            "gold": (int, True), "correct": (bool, True), "doc_hash": (str, False), "pred_norm": (int, False),
            "choices": (list, False), "logprobs": (list, False), "fewshot_ids": (list, False), "votes": (list, False),
-           "cluster": (str, False), "label_logprobs": (list, False)}
+           "cluster": (str, False), "label_logprobs": (list, False), "draw": (int, False), "seeds": (list, False),
+           "correct_samples": (list, False)}
 
 
 def _kind(value: Any) -> str:

@@ -43,6 +43,12 @@ class Sample:
     mean over its samples), their ``unit`` (``tokens`` of the model's tokenizer, or ``characters`` when the
     engine has none) and how many generations never closed their thinking (``unclosed``). ``cluster`` is the
     document's cluster key when the task names a cluster field (documents sharing a story or a passage).
+
+    A run with several few-shot draws (``--fewshot-draws K``) writes K samples per document, ``draw`` 0 to K-1,
+    each answered with its own few-shot examples; a run with one draw writes no ``draw``. Sampled generation
+    (temperature above 0) records each generation's sampling seed (``seeds``) and whether its answer, read by
+    the strict rule, is correct (``correct_samples``), one entry per generation in the order of
+    ``generations``.
     """
 
     task: str
@@ -77,6 +83,9 @@ class Sample:
     score: float | None = None
     gold_score: float | None = None
     cluster: str | None = None
+    draw: int | None = None
+    seeds: tuple[int, ...] | None = None
+    correct_samples: tuple[bool, ...] | None = None
     permutation: tuple[int, ...] | None = None  # with --permute-choices: entry j is the original position of option j
 
     @property
@@ -116,11 +125,11 @@ class Sample:
 
 
 # The order of samples.jsonl's keys: written before this module existed, kept so that files stay comparable.
-_ORDER = ("task", "variant", "doc_id", "fewshot_ids", "prompt", "messages", "inputs", "choices", "pred_norm",
-          "logprobs", "tokens", "greedy", "label_logprobs", "generation", "generations", "reasoning", "reasonings",
-          "votes", "extracted", "votes_flexible", "extracted_flexible", "thinking", "agreement", "pred",
-          "pred_flexible", "gold", "gold_text", "correct", "doc_hash", "difficulty", "score", "gold_score", "cluster",
-          "permutation")
+_ORDER = ("task", "variant", "doc_id", "draw", "fewshot_ids", "prompt", "messages", "inputs", "choices", "pred_norm",
+          "logprobs", "tokens", "greedy", "label_logprobs", "generation", "generations", "seeds", "reasoning",
+          "reasonings", "votes", "extracted", "votes_flexible", "extracted_flexible", "thinking", "agreement", "pred",
+          "pred_flexible", "gold", "gold_text", "correct", "correct_samples", "doc_hash", "difficulty", "score",
+          "gold_score", "cluster", "permutation")
 
 
 @dataclass(frozen=True)
@@ -141,22 +150,34 @@ class Outcome:
     gold_score: float | None
     cluster: str | None = None
     pred_flexible: int | None = None
+    document: str | None = None  # the document's key (its content hash, else its number), in runs with draws
+    draw: int | None = None
+    n_correct: int | None = None  # how many of the sampled answers are correct (sampled generation)
+    n_samples: int | None = None
     probs: tuple[float, ...] | None = None
 
     @classmethod
     def of(cls, sample: Sample) -> Outcome:
         # Interned: documents share the few distinct answer strings instead of holding a copy each.
         scored = sample.logprobs or sample.label_logprobs
+        document = None if sample.draw is None else sample.doc_hash or str(sample.doc_id)
+        correct = sample.correct_samples
         return cls(sample.pred, sample.gold, sample.pred_norm, sys.intern(str(sample.pred_text)),
                    sys.intern(sample.gold_text), sample.score, sample.gold_score,
                    None if sample.cluster is None else sys.intern(sample.cluster), sample.pred_flexible,
+                   document, sample.draw, None if correct is None else sum(map(bool, correct)),
+                   None if correct is None else len(correct),
                    tuple(choice_probabilities(scored).tolist()) if scored else None)
 
 
 def predictions(outcomes: Sequence[Outcome], labels: Sequence[str], positive: int | None,
                 generated: bool = False, cluster_by: str | None = None) -> Predictions:
     """The scoring input of an evaluation's outcomes, in document order; with cluster keys when every outcome
-    has one (``cluster_by``: the task's cluster field they come from)."""
+    has one (``cluster_by``: the task's cluster field they come from).
+
+    Outcomes of several few-shot draws (one per document and draw) are scored as rows, and their intervals
+    resample documents with all their draws: the task's clusters when it has them, else each document is a
+    cluster of its draws. The correct counts of sampled answers come along when every outcome has them."""
     gold = np.array([o.gold for o in outcomes], dtype=np.int64)
     free_form = bool((gold < 0).any())
     if free_form:
@@ -166,8 +187,15 @@ def predictions(outcomes: Sequence[Outcome], labels: Sequence[str], positive: in
     flexible = [o.pred_flexible for o in outcomes]
     scores = [o.score for o in outcomes]
     graded = bool(outcomes) and None not in scores
-    clusters = [o.cluster for o in outcomes]
-    clustered = bool(outcomes) and None not in clusters
+    task_clusters = [o.cluster for o in outcomes]
+    clustered = bool(outcomes) and None not in task_clusters
+    clusters = task_clusters if clustered else None
+    draws = max(1, len({o.draw for o in outcomes}))
+    if draws > 1 and clusters is None:
+        clusters = [o.document for o in outcomes]  # each document a cluster of its draws
+    counts = [o.n_correct for o in outcomes]
+    sizes = {o.n_samples for o in outcomes}
+    counted = bool(outcomes) and None not in counts and len(sizes) == 1
     probs = [o.probs for o in outcomes]
     return Predictions(
         pred=np.array([o.pred for o in outcomes], dtype=np.int64),
@@ -181,9 +209,12 @@ def predictions(outcomes: Sequence[Outcome], labels: Sequence[str], positive: in
         gold_text=tuple(o.gold_text for o in outcomes),
         score=np.array(scores, dtype=np.float64) if graded else None,
         gold_score=np.array([o.gold_score for o in outcomes], dtype=np.float64) if graded else None,
-        clusters=tuple(clusters) if clustered else None,
+        clusters=None if clusters is None else tuple(clusters),
         cluster_by=cluster_by if clustered else None,
         probs=_padded(probs, len(labels)) if outcomes and None not in probs and not free_form else None,
+        draws=draws,
+        n_correct=np.array(counts, dtype=np.int64) if counted else None,
+        n_samples=sizes.pop() if counted else 1,
     )
 
 
@@ -220,11 +251,13 @@ class EvaluationRecord:
     self_consistency: dict[str, Any] | None = None
     thinking: dict[str, Any] | None = None  # unit, mean_thinking, mean_answer, unclosed_rate (runs with --think)
     cluster: str | None = None  # the task's cluster field, when its intervals resample clusters
+    fewshot_draws: int | None = None  # few-shot draws per document, in runs with several (n counts documents)
+    by_draw: dict[str, Any] | None = None  # the main metric of each draw alone: metric, values, range, sd
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["labels"] = list(self.labels)
-        for key in ("by_difficulty", "self_consistency", "thinking", "cluster"):
+        for key in ("by_difficulty", "self_consistency", "thinking", "cluster", "fewshot_draws", "by_draw"):
             if out[key] is None:
                 del out[key]
         return out

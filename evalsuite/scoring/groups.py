@@ -16,7 +16,7 @@ def subset(preds: Predictions, index: np.ndarray) -> Predictions:
         pred=preds.pred[index], gold=preds.gold[index], n_classes=preds.n_classes, labels=preds.labels,
         positive=preds.positive, pred_norm=None if preds.pred_norm is None else preds.pred_norm[index],
         pred_text=pick(preds.pred_text), gold_text=pick(preds.gold_text), clusters=pick(preds.clusters),
-        cluster_by=preds.cluster_by,
+        cluster_by=preds.cluster_by, draws=preds.draws,
     )
 
 

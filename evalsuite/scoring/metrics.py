@@ -79,12 +79,15 @@ class Predictions:
     cluster_by: str | None = None  # what the keys are (the task's cluster field), for the interval's definition
     pred_flexible: np.ndarray | None = None  # int, a generated answer read by the flexible rule; -1 = unparseable
     probs: np.ndarray | None = None  # float (n, n_classes), each document's choice probabilities (padded with 0)
+    draws: int = 1  # few-shot draws per document: with several, each row is a document's draw (see resampled_units)
+    n_correct: np.ndarray | None = None  # int, per row how many of its n_samples sampled answers are correct
+    n_samples: int = 1  # sampled answers per row (generation with several samples)
 
     def __post_init__(self) -> None:
         k = int(self.n_classes)
         object.__setattr__(self, "n_classes", k)
         object.__setattr__(self, "labels", tuple(str(s) for s in self.labels))
-        for f in ("pred", "gold", "pred_norm", "pred_flexible"):
+        for f in ("pred", "gold", "pred_norm", "pred_flexible", "n_correct"):
             if getattr(self, f) is not None:
                 object.__setattr__(self, f, _int_array(f, getattr(self, f)))
         n = len(self.gold)
@@ -120,11 +123,26 @@ class Predictions:
             raise MetricError("Predictions.clusters must hold one string key per document")
         if self.positive is not None and not 0 <= self.positive < k:
             raise MetricError(f"Predictions.positive={self.positive} is not a class index in [0, {k})")
+        if self.draws < 1 or self.n_samples < 1:
+            raise MetricError(f"Predictions: draws={self.draws} and n_samples={self.n_samples} must be >= 1")
+        if self.draws > 1 and self.clusters is None:
+            raise MetricError("Predictions with several few-shot draws need cluster keys: the rows of one document "
+                              "are resampled together")
+        if self.n_correct is not None:
+            if len(self.n_correct) != n:
+                raise MetricError(f"Predictions.n_correct has {len(self.n_correct)} entries but gold has {n}")
+            if n and (self.n_correct.min() < 0 or self.n_correct.max() > self.n_samples):
+                raise MetricError(f"Predictions.n_correct must lie in [0, n_samples={self.n_samples}]")
 
     @property
     def n(self) -> int:
-        """Number of documents."""
+        """Number of documents (of rows, document × draw, with several few-shot draws)."""
         return len(self.gold)
+
+    @property
+    def documents(self) -> int:
+        """Number of documents, each counted once whatever its draws."""
+        return self.n // self.draws
 
     @property
     def pos(self) -> int:
@@ -477,6 +495,64 @@ GENERATION_METRICS = ("unparseable_rate", "accuracy_flexible", "unparseable_rate
 PROBABILITY_METRICS = ("ece", "brier")  # every evaluation with choice probabilities reports these
 
 
+# ---------------------------------------------------------------- several sampled answers per document
+def pass_at_k(n: int, correct: Any, k: int) -> np.ndarray:
+    """The unbiased estimator of pass@k (Chen et al. 2021, "Evaluating Large Language Models Trained on Code")
+    from ``n`` sampled answers of which ``correct`` (an int or an array of them) are correct: 1 − C(n−c, k) /
+    C(n, k), the chance that k answers drawn from the n without replacement hold a correct one; 1 when
+    n − c < k. Computed as 1 − Π_{i=n−c+1..n} (1 − k/i), which needs no large binomials."""
+    if not 1 <= k <= n:
+        raise MetricError(f"pass@k needs 1 <= k <= n, got k={k} with n={n} samples")
+    c = np.asarray(correct, dtype=np.int64)
+    if c.size and (c.min() < 0 or c.max() > n):
+        raise MetricError(f"pass@k: correct counts must lie in [0, n={n}]")
+    # kept[c]: the product of the last c factors (1 - k/i), i = n, n-1, ...; a factor i = k is 0, so n - c < k
+    # gives 0 (pass@k = 1) exactly.
+    kept = np.concatenate([[1.0], np.cumprod(1.0 - k / np.arange(n, 0, -1))])
+    return 1.0 - kept[c]
+
+
+def _sampled(p: Predictions) -> np.ndarray:
+    if p.n_correct is None or p.n_samples < 2:
+        raise MetricError("avg@k, maj@k and pass@k need several sampled answers per document (generation prompts "
+                          "with --samples N or --seeds, N >= 2) with each answer's correctness (correct_samples)")
+    return p.n_correct
+
+
+def _per(p: Predictions) -> str:
+    return "documents" if p.draws == 1 else "document × few-shot draw rows"
+
+
+def _def_avg(p: Predictions) -> str:
+    return (f"avg@k (k = {p.n_samples} sampled answers per document): mean over {_per(p)} of the share of the k "
+            f"answers that are correct, each read by the {STRICT_RULE}; an unparseable answer counts as wrong. The "
+            "unbiased estimate of pass@1")
+
+
+def _def_maj(p: Predictions) -> str:
+    return (f"maj@k (k = {p.n_samples} sampled answers per document): mean over {_per(p)} of (majority answer == "
+            f"gold), the answers read by the {STRICT_RULE}; unparseable answers do not vote, a tie goes to the tied "
+            "answer that appears first among the samples, and all unparseable counts as wrong (the voted accuracy)")
+
+
+def _def_pass(p: Predictions) -> str:
+    return (f"pass@k (k = n = {p.n_samples} sampled answers per document): mean over {_per(p)} of the unbiased "
+            "estimator of Chen et al. (2021), 1 − C(n−c, k)/C(n, k) with c of the n answers correct (read by the "
+            f"{STRICT_RULE}); with k = n, the share with at least one correct answer")
+
+
+def _voted(p: Predictions) -> np.ndarray:
+    _sampled(p)
+    return (p.pred == p.gold).astype(np.float64)  # pred: the strict rule's majority vote
+
+
+register_metric(Metric("avg@k", lambda p: _sampled(p) / p.n_samples, document_mean, _def_avg))
+register_metric(Metric("maj@k", _voted, document_mean, _def_maj))
+register_metric(Metric("pass@k", lambda p: pass_at_k(p.n_samples, _sampled(p), p.n_samples), document_mean,
+                       _def_pass))
+SAMPLED_METRICS = ("avg@k", "maj@k", "pass@k")
+
+
 def choose(logprobs: Sequence[float], choices: Sequence[str]) -> tuple[int, int]:
     """The predicted choice of a log-likelihood prompt, and the one ``accuracy_norm`` scores: the highest
     log-likelihood, and the highest log-likelihood per UTF-8 byte of the choice."""
@@ -484,19 +560,21 @@ def choose(logprobs: Sequence[float], choices: Sequence[str]) -> tuple[int, int]
     return int(np.argmax(logprobs)), int(np.argmax(np.asarray(logprobs) / np.asarray(byte_lengths)))
 
 
-def metrics_for(names: Sequence[str], method: str) -> list[str]:
+def metrics_for(names: Sequence[str], method: str, samples: int = 1) -> list[str]:
     """The metrics a task × prompt method reports: those that need every choice's log-likelihood only for
     log-likelihood prompts (generated answers and classification heads have none), and always for generation
     prompts ``unparseable_rate`` (of the strict rule, which ``accuracy`` scores), ``accuracy_flexible`` and
-    ``unparseable_rate_flexible``; for log-likelihood prompts and classification heads, whose choices have
+    ``unparseable_rate_flexible``, and with ``samples`` >= 2 sampled answers per document also ``avg@k``,
+    ``maj@k`` and ``pass@k``; for log-likelihood prompts and classification heads, whose choices have
     probabilities, always ``ece`` and ``brier`` too (generated answers have none)."""
     if method == "loglikelihood":
         kept = list(names)
     else:
         kept = [name for name in names if not resolve_metric(name).loglikelihood_only]
     if method == "generation":
-        return [name for name in kept if not resolve_metric(name).needs_probs] + [
-            name for name in GENERATION_METRICS if name not in kept]
+        kept = [name for name in kept if not resolve_metric(name).needs_probs]
+        extra = GENERATION_METRICS + (SAMPLED_METRICS if samples >= 2 else ())
+        return kept + [name for name in extra if name not in kept]
     return kept + [name for name in PROBABILITY_METRICS if name not in kept]
 
 
@@ -558,12 +636,17 @@ def resamples(preds: Predictions, n_boot: int, seed: int) -> Iterator[np.ndarray
 
 def resampled_units(preds: Predictions) -> str:
     """What the bootstrap resamples, for definitions: ``documents``, or e.g. ``73 clusters (field premises) of
-    204 documents, whole clusters drawn with replacement``."""
+    204 documents, whole clusters drawn with replacement``; with few-shot draws, e.g. ``documents, each with its
+    3 few-shot draws (50 documents, whole documents drawn with replacement)``."""
     if preds.clusters is None:
         return "documents"
+    if preds.draws > 1 and not preds.cluster_by:
+        return (f"documents, each with its {preds.draws} few-shot draws ({preds.documents} documents, whole "
+                "documents drawn with replacement)")
     by = f" (field {preds.cluster_by})" if preds.cluster_by else ""
-    return (f"{len(set(preds.clusters))} clusters{by} of {preds.n} documents, whole clusters drawn with "
-            "replacement")
+    each = f", each document with its {preds.draws} few-shot draws" if preds.draws > 1 else ""
+    return (f"{len(set(preds.clusters))} clusters{by} of {preds.documents} documents{each}, whole clusters drawn "
+            "with replacement")
 
 
 def compute_metrics(names: Sequence[str], preds: Predictions, *, n_boot: int = 1000,

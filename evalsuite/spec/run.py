@@ -62,6 +62,25 @@ def parse_shard(value: str | Sequence[int] | None) -> tuple[int, int] | None:
     return int(found[1]), int(found[2])
 
 
+def parse_seeds(value: str | Sequence[int] | None) -> tuple[int, ...] | None:
+    """Sampling seeds from ``"S1,S2,..."`` or a sequence of integers; None when not given. :class:`SpecError`
+    unless there is at least one, each an integer 0 or more, none twice (two equal seeds give one sample twice)."""
+    if value is None:
+        return None
+    parts = value.split(",") if isinstance(value, str) else list(value)
+    try:
+        seeds = tuple(int(p.strip()) if isinstance(p, str) else p for p in parts)
+        if not all(type(s) is int for s in seeds):
+            raise ValueError
+    except ValueError:
+        seeds = ()
+    text = value if isinstance(value, str) else ",".join(map(str, value))
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise SpecError(f"--seeds {text}: expected distinct integers 0 or more separated by commas, e.g. --seeds "
+                        "1,2,3 (one sampled answer per seed)")
+    return seeds
+
+
 def read_system_prompt(value: str | None) -> str | None:
     """A system prompt given as text, or as ``@FILE``: the file's text (UTF-8, without its final newline)."""
     if value is None or not value.startswith("@"):
@@ -98,7 +117,7 @@ class RunSpec:
     n_boot: int = 1000
     progress: bool = True
     data_seed: int | None = None
-    samples: int = 1
+    samples: int | None = None  # None: one per seed of ``seeds``, else 1
     temperature: float = 0.0
     skip_unavailable: bool = False
     cache: bool | Path = True
@@ -110,6 +129,8 @@ class RunSpec:
     think_tags: tuple[str, str] = THINK_TAGS
     shard: str | tuple[int, int] | None = None  # "i/N" or (i, N): the i-th of N parts of the documents
     permute_choices: bool = False  # every document's options rotated by one position (evalsuite.prompting.permute)
+    fewshot_draws: int = 1  # each document answered this many times, each draw with its own few-shot examples
+    seeds: str | Sequence[int] | None = None  # "S1,S2,..." or ints: the sampling seed of each sampled answer
 
     def __post_init__(self) -> None:
         mode, shots = mode_and_shots(self.mode, self.shots)
@@ -146,7 +167,22 @@ class RunSpec:
                 raise SpecError(f"{option} must be at least 1, got {value}")
         if self.seed < 0:
             raise SpecError(f"--seed must be 0 or more, got {self.seed}")
+        if self.fewshot_draws < 1:
+            raise SpecError(f"--fewshot-draws must be at least 1, got {self.fewshot_draws}")
+        if self.fewshot_draws > 1 and shots == 0:
+            raise SpecError(f"--fewshot-draws {self.fewshot_draws} needs few-shot examples (--shots above 0): a "
+                            f"{mode} prompt is the same in every draw")
         temperature = self.temperature
+        seeds = parse_seeds(self.seeds)
+        set_("seeds", seeds)
+        if seeds is not None:
+            if self.samples is not None and self.samples != len(seeds):
+                raise SpecError(f"--samples {self.samples} --seeds {','.join(map(str, seeds))}: --seeds gives one "
+                                f"sample per seed ({len(seeds)}); leave out --samples or make it {len(seeds)}")
+            if not temperature > 0:
+                raise SpecError(f"--seeds {','.join(map(str, seeds))} needs --temperature above 0: greedy decoding "
+                                "uses no seed")
+        set_("samples", len(seeds) if seeds is not None else 1 if self.samples is None else self.samples)
         if self.samples < 1 or not (math.isfinite(temperature) and temperature >= 0) or (
                 self.samples > 1 and temperature == 0):
             raise SpecError(f"--samples {self.samples} --temperature {temperature}: samples must be at least 1, the "
@@ -180,5 +216,13 @@ class RunSpec:
             "max_new_tokens": self.max_new_tokens,
             "think": self.think,
             "think_tags": list(self.think_tags),
-            "permute_choices": self.permute_choices,
+            # Written only when set, so that the configuration (and the run id) of a run without them is unchanged.
+            **({"permute_choices": True} if self.permute_choices else {}),
+            **({"fewshot_draws": self.fewshot_draws} if self.fewshot_draws > 1 else {}),
+            **({"seeds": list(self.seeds)} if self.seeds is not None else {}),
         }
+
+    def sampling_seeds(self) -> tuple[int, ...]:
+        """The seed of each sampled answer to a document: ``seeds`` when given, else ``seed * 1000 + k`` for
+        sample k (samples differ, and each is reproducible)."""
+        return self.seeds if self.seeds is not None else tuple(self.seed * 1000 + k for k in range(self.samples))
