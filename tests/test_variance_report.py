@@ -241,8 +241,9 @@ def test_a_damaged_draw_or_generation_field_is_one_clear_error(tmp_path: Path, c
     folder = write_run(tmp_path / "runs", "m1", [(evaluation("t_logic", "plain", docs), docs)])
     assert main(["leaderboard", str(tmp_path / "runs"), "--output", str(tmp_path / "board")]) == 2
     line = capsys.readouterr().err.strip()
-    assert line.startswith(f"evalsuite: error: {folder / 'samples.jsonl'}: task t_logic, prompt plain, document 3: "
-                           f"field '{field}' is not") and "run that evaluation again" in line
+    # The file, the place (its line, or the task, prompt and document) and the field are named.
+    assert line.startswith(f"evalsuite: error: {folder / 'samples.jsonl'}: ") and "run that evaluation again" in line
+    assert ("line 4: " in line or "document 3: " in line) and f"field '{field}' is" in line
     assert not (tmp_path / "board").exists()  # nothing written
 
 
