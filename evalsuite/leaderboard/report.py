@@ -996,10 +996,10 @@ def _reliability_plot(title: str, confidence: np.ndarray, correct: np.ndarray) -
     ax.set_xlabel("confidence (top choice's probability)")
     ax.set_ylabel("accuracy")
     ece = expected_calibration_error(confidence, correct)
-    ax.set_title(f"{title}\nECE {ece:.3f} over {len(confidence)} documents", fontsize=9)
+    ax.set_title(f"{title}\nECE {ece:.3f} over {len(confidence)} answers", fontsize=9)
     ax.legend(loc="upper left", frameon=False, fontsize=7.5)
     return _png(fig, f"Reliability diagram of {title}",
-                f"{title}: the documents of its tasks with choice probabilities pooled, in {CALIBRATION_BINS} "
+                f"{title}: the answers of its tasks with choice probabilities pooled, in {CALIBRATION_BINS} "
                 "equal-width confidence bins; the number above a bar counts its documents.")
 
 
@@ -1026,7 +1026,7 @@ def _calibration(r: _Report) -> str:
                              _num(float(confidence.mean())), *cells]))
         if not body:
             continue
-        table = _table([("task", "text"), ("documents", "num"), ("accuracy", "num"), ("mean confidence", "num"),
+        table = _table([("task", "text"), ("answers", "num"), ("accuracy", "num"), ("mean confidence", "num"),
                         ("ECE", "num"), ("Brier", "num")], body)
         plot = (_reliability_plot(_row_label(row), *map(np.concatenate, zip(*pooled))) if i < MAX_PLOT_ROWS
                 else "")
@@ -1043,8 +1043,9 @@ def _calibration(r: _Report) -> str:
             f"{CALIBRATION_BINS} equal-width confidence bins (b/{CALIBRATION_BINS}, (b+1)/{CALIBRATION_BINS}] (the "
             "first bin also 0), 0 = calibrated. Brier: mean over documents of Σ_k (p_k − 1[k = gold])², in [0, 2], "
             "lower is better. Intervals: the runs' 95% bootstrap intervals (over clusters where a task has a cluster "
-            "field); hover a cell for the exact definition. A diagram pools the documents of the row's tasks, so a "
-            "task with more documents weighs more; bars below the diagonal mean over-confidence, above it "
+            "field); hover a cell for the exact definition. A diagram pools the answers of the row's tasks (one per "
+            "document and few-shot draw), so a task with more answers weighs more; bars below the diagonal mean "
+            "over-confidence, above it "
             f"under-confidence.{shown}</p>")
 
 
