@@ -231,7 +231,7 @@ def _leaderboard_command(commands: Any) -> None:
     board.add_argument("runs", nargs="*", type=Path, default=[Path("results")], help="run folders or folders of runs (default: results/)")
     board.add_argument("--output", type=Path, default=Path("leaderboards"))
     board.add_argument("--metric", default=None, help="show this metric (e.g. f1) where a task has it, instead of "
-                       "the task's main metric")
+                       "the task's main metric (an error when no task has it)")
     _absolute_paths(board)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from evalsuite.errors import EvalsuiteError
+from evalsuite.errors import EvalsuiteError, MetricError
 from evalsuite.leaderboard import build_leaderboard, gather, leaderboard_table
 from evalsuite.leaderboard.ranking import RANK_COLUMNS
 
@@ -241,6 +241,9 @@ def test_fine_tuned_rows_name_their_base_and_task(tmp_path: Path) -> None:
 def test_another_metric_where_tasks_have_it(grid: Path, tmp_path: Path) -> None:
     long = gather([grid], metric="other")
     assert set(long["metric"]) == {"other"} and set(long["value"]) == {0.0}
-    assert set(gather([grid], metric="no_such_metric")["metric"]) == {"accuracy", "mcc"}  # each task's main metric
+    with pytest.raises(MetricError, match="unknown metric 'no_such_metric'; known metrics: accuracy"):
+        gather([grid], metric="no_such_metric")  # a typo is an error, not a silent fall back to main metrics
+    with pytest.raises(MetricError, match=r"--metric pass@k: no evaluation in .* reports it"):
+        gather([grid], metric="pass@k")  # a metric these runs never report
     board = build_leaderboard([grid], tmp_path / "board", metric="other")
     assert "| copa (other) |" in board["md"].read_text(encoding="utf-8")

@@ -22,9 +22,10 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from evalsuite.errors import EvalsuiteError
+from evalsuite.errors import EvalsuiteError, MetricError
 from evalsuite.leaderboard import ranking
 from evalsuite.results import atomic_write_text, find_runs, make_folder, read_whole_run
+from evalsuite.scoring import resolve_metric
 from evalsuite.spec import CATEGORIES, setting_label
 
 __all__ = ["CATEGORIES", "DEFINITIONS", "gather", "gather_published", "leaderboard_table", "build_leaderboard",
@@ -123,6 +124,10 @@ def gather(run_dirs: Sequence[Path], metric: str | None = None, *, absolute_path
     if long.empty:
         long.attrs.update(superseded=0, notes=[], folders=folders)
         return long
+    if metric is not None and not (long["metric"] == metric).any():  # a typo must not fall back silently
+        resolve_metric(metric)  # an unknown name: the error lists the known ones
+        raise MetricError(f"--metric {metric}: no evaluation in {', '.join(map(str, run_dirs))} reports it; leave "
+                          "out --metric for each task's main metric, or name one these runs report")
     when = pd.to_datetime(long["created"], utc=True, errors="coerce", format="ISO8601")
     # A contamination probe (a fresh data seed, permuted options) never stands in for the run on the data as
     # published: that one keeps the row whatever their order, and the report compares the two.
