@@ -29,7 +29,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from mc_speed import LMEVAL_LOAD, ROOT, lmeval_python, run_worker, worker_env
+from mc_speed import EVALSUITE_LOAD, LMEVAL_LOAD, ROOT, lmeval_python, run_worker, worker_env, write_lmeval_task
 
 CASES = "gen_syllogisms:cot:0,commonsenseqa:cot:3"  # task:variant:shots
 
@@ -58,29 +58,19 @@ def prepare(cases: list[str], limit: int, seed: int, data_dir: Path, out: Path, 
         case = f"gen_{name}_{variant}_{shots}shot"
         budget = max_tokens or prompt.max_tokens
         docs = [{"context": i.context} for i in instances]
-        (out / f"{case}.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
         # JSON strings are YAML strings: stop strings keep their newlines exactly.
-        (out / f"{case}.yaml").write_text(
-            f"task: {case}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {out / case}.jsonl\n"
-            "test_split: test\noutput_type: generate_until\ndoc_to_text: context\ndoc_to_target: ''\n"
-            "target_delimiter: ''\ngeneration_kwargs:\n"
-            f"  until: {json.dumps(list(prompt.stop))}\n  max_gen_toks: {budget}\n  do_sample: false\n"
-            "  temperature: 0.0\nmetric_list:\n  - metric: exact_match\n"
-        )
+        write_lmeval_task(out, case, docs, "output_type: generate_until\ndoc_to_text: context\ndoc_to_target: ''\n"
+                          "target_delimiter: ''\ngeneration_kwargs:\n"
+                          f"  until: {json.dumps(list(prompt.stop))}\n  max_gen_toks: {budget}\n  do_sample: false\n"
+                          "  temperature: 0.0\nmetric_list:\n  - metric: exact_match\n")
         prepared.append({"case": case, "task": name, "variant": variant, "shots": int(shots), "docs": docs,
                          "max_tokens": budget, "stop": list(prompt.stop)})
     return prepared
 
 
 # -- workers (each runs in its own process) ----------------------------------------------------------
-EVALSUITE_WORKER = r"""
-import json, sys, time
-sys.path.insert(0, ROOT)
-from evalsuite.engines import GenerationRequest, encode_context, load_engine
-spec = json.load(open(SPEC))
-started = time.perf_counter()
-engine = load_engine(spec["engine"], spec["model"], dtype=spec["dtype"], batch_size=spec["batch_size"], **spec["engine_args"])
-load_s = time.perf_counter() - started
+EVALSUITE_WORKER = EVALSUITE_LOAD + r"""
+from evalsuite.engines import GenerationRequest, encode_context
 samples, temperature = spec.get("samples", 1), spec.get("temperature", 0.0)
 
 def requests(case, docs):

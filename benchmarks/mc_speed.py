@@ -56,25 +56,35 @@ def prepare(tasks: list[str], shots: list[int], limit: int, seed: int, data_dir:
             )
             case = f"bench_{name}_{k}shot"
             docs = [{"context": i.context, "choices": list(i.continuations), "gold": i.gold} for i in instances]
-            (out / f"{case}.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
-            (out / f"{case}.yaml").write_text(
-                f"task: {case}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {out / case}.jsonl\n"
-                "test_split: test\noutput_type: multiple_choice\ndoc_to_text: context\ndoc_to_choice: choices\n"
-                'doc_to_target: gold\ntarget_delimiter: ""\nmetric_list:\n  - metric: acc\n'
-            )
+            write_lmeval_task(out, case, docs, "output_type: multiple_choice\ndoc_to_text: context\n"
+                              'doc_to_choice: choices\ndoc_to_target: gold\ntarget_delimiter: ""\n'
+                              "metric_list:\n  - metric: acc\n")
             cases.append({"case": case, "task": name, "shots": k, "docs": docs})
     return cases
 
 
+def write_lmeval_task(out: Path, case: str, docs: list[dict], task_yaml: str) -> None:
+    """A case's documents as JSON Lines, and the lm-eval task that reads them (``task_yaml``: its lines after
+    ``test_split``)."""
+    (out / f"{case}.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    (out / f"{case}.yaml").write_text(
+        f"task: {case}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {out / case}.jsonl\n"
+        "test_split: test\n" + task_yaml)
+
+
 # -- workers (each runs in its own process) ----------------------------------------------------------
-EVALSUITE_WORKER = r"""
+EVALSUITE_LOAD = r"""
 import json, sys, time
 sys.path.insert(0, ROOT)
-from evalsuite.engines import encode_choices, load_engine
+from evalsuite.engines import load_engine
 spec = json.load(open(SPEC))
 started = time.perf_counter()
 engine = load_engine(spec["engine"], spec["model"], dtype=spec["dtype"], batch_size=spec["batch_size"], **spec["engine_args"])
 load_s = time.perf_counter() - started
+"""
+
+EVALSUITE_WORKER = EVALSUITE_LOAD + r"""
+from evalsuite.engines import encode_choices
 out = {"load_s": load_s, "cases": {}}
 engine.loglikelihood([encode_choices(engine.tokenizer, d["context"], d["choices"]) for d in spec["cases"][0]["docs"][:8]])
 for case in spec["cases"]:
