@@ -10,8 +10,9 @@ counted with the model's tokenizer for both tools), documents per second, the ra
 outputs are identical.
 
 Self-consistency: the transformers engine draws ``--samples`` answers per document of the first case at
-``--temperature``, batched (``--batch-size``) and one sample at a time (batch size 1, as sampled requests ran
-before they were batched); printed: the speedup, and whether every sampled text is the same at both sizes.
+``--temperature``, batched (at each of ``--sc-batch-sizes``, by default ``--batch-size``) and one sample at a
+time (batch size 1, as sampled requests ran before they were batched); printed per batch size: the speedup,
+and whether every sampled text is the same as one at a time.
 
     python benchmarks/gen_speed.py --lmeval-python benchmarks/.venv-lmeval/bin/python
     python benchmarks/gen_speed.py --engines hf --limit 10 --repeats 1      # a quick look
@@ -125,6 +126,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=8, help="self-consistency samples per document (0: skip)")
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--sc-limit", type=int, default=8, help="documents of the first case for self-consistency")
+    parser.add_argument("--sc-batch-sizes", default=None, help="batch sizes of self-consistency, comma-separated "
+                        "(default: --batch-size)")
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("EVALSUITE_DATA_DIR", ROOT.parent / "shared" / "data")))
     parser.add_argument("--lmeval-python", default=None, help="python of an environment with lm-eval==0.4.13")
     parser.add_argument("--skip-lmeval", action="store_true")
@@ -156,8 +159,9 @@ def main() -> None:
             runs_of[engine, "lm-eval"] = (lmeval_python(args.lmeval_python, engine), LMEVAL_WORKER, spec(engine))
     if args.samples > 1:
         sc_cases = [{**cases[0], "docs": cases[0]["docs"][: args.sc_limit]}]
-        for label, size in (("batched", args.batch_size), ("one at a time", 1)):
-            runs_of["self-consistency", label] = (sys.executable, EVALSUITE_WORKER, {
+        sc_sizes = [int(n) for n in (args.sc_batch_sizes or str(args.batch_size)).split(",")]
+        for size in [*sc_sizes, 1]:
+            runs_of["self-consistency", f"batch size {size}"] = (sys.executable, EVALSUITE_WORKER, {
                 **spec("hf", samples=args.samples, temperature=args.temperature), "batch_size": size,
                 "cases": sc_cases})
     runs: dict[tuple[str, str], list[dict]] = {key: [] for key in runs_of}
@@ -184,8 +188,9 @@ def main() -> None:
     header = "| engine | case | budget | evalsuite tok/s | docs/s |"
     if not args.skip_lmeval:
         header += " lm-eval tok/s | docs/s | docs/s ratio | identical outputs |"
-    print(header)
-    print("|" + "---|" * (header.count("|") - 1))
+    if engines:
+        print(header)
+        print("|" + "---|" * (header.count("|") - 1))
     for engine in engines:
         for case in cases:
             a = figures((engine, "evalsuite"), case)
@@ -201,18 +206,19 @@ def main() -> None:
             print(line)
             rows.append(row)
     if args.samples > 1:
-        case = runs_of["self-consistency", "batched"][2]["cases"][0]
-        batched = figures(("self-consistency", "batched"), case)
-        alone = figures(("self-consistency", "one at a time"), case)
-        same = sum(x == y for x, y in zip(batched["texts"], alone["texts"]))
-        speedup = alone["seconds"] / batched["seconds"]
+        case = runs_of["self-consistency", "batch size 1"][2]["cases"][0]
+        alone = figures(("self-consistency", "batch size 1"), case)
         print(f"\nself-consistency, hf: {len(case['docs'])} documents of {case['task']} {case['variant']} × "
-              f"{args.samples} samples at temperature {args.temperature}: batch size {args.batch_size} "
-              f"{batched['seconds']:.1f} s ({batched['tokens_per_s']:.1f} tok/s), one at a time {alone['seconds']:.1f} s "
-              f"({alone['tokens_per_s']:.1f} tok/s): speedup {speedup:.2f}×; identical sampled texts at both batch "
-              f"sizes: {same}/{len(batched['texts'])}")
-        rows.append({"self_consistency": {"batched": batched, "one_at_a_time": alone, "speedup": speedup,
-                                          "identical": same}})
+              f"{args.samples} samples at temperature {args.temperature}; one at a time {alone['seconds']:.1f} s "
+              f"({alone['tokens_per_s']:.1f} tok/s)")
+        for size in sc_sizes:
+            batched = figures(("self-consistency", f"batch size {size}"), case)
+            same = sum(x == y for x, y in zip(batched["texts"], alone["texts"]))
+            speedup = alone["seconds"] / batched["seconds"]
+            print(f"    batch size {size}: {batched['seconds']:.1f} s ({batched['tokens_per_s']:.1f} tok/s), speedup "
+                  f"{speedup:.2f}×; sampled texts identical to one at a time: {same}/{len(batched['texts'])}")
+            rows.append({"self_consistency": {"batch_size": size, "batched": batched, "one_at_a_time": alone,
+                                              "speedup": speedup, "identical": same}})
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 

@@ -302,3 +302,31 @@ def test_samples_of_a_prompt_and_the_shared_prefix_are_computed_once(endless):
         assert endless.generate(samples) == shared
     finally:
         endless.share_prefix = True
+
+
+def test_grouped_attention_gives_transformers_sdpa_results_bit_for_bit(hf_smollm2):
+    """SmolLM2 has 9 query and 3 key/value heads: the engine's attention passes the 3 as they are, and every
+    logit of a left-padded prompt batch and of the decoding step after it equals transformers' SDPA's."""
+    model = hf_smollm2.model
+    assert model.config._attn_implementation == "grouped_sdpa"
+    assert model.config.num_key_value_heads < model.config.num_attention_heads
+    torch.manual_seed(0)
+    ids = torch.randint(0, 1000, (4, 96))
+    mask = torch.ones(4, 96, dtype=torch.long)
+    mask[1, :30], mask[2, :7] = 0, 0
+    positions = (mask.cumsum(1) - 1).clamp(min=0)
+    step_mask = torch.cat([mask, torch.ones(4, 1, dtype=torch.long)], 1)
+    logits = {}
+    try:
+        for name in ("sdpa", "grouped_sdpa"):
+            model.set_attn_implementation(name)
+            with torch.inference_mode():
+                prompt = model(ids, attention_mask=mask, position_ids=positions, use_cache=True)
+                step = model(torch.tensor([[5], [6], [7], [8]]), attention_mask=step_mask,
+                             position_ids=positions[:, -1:] + 1, past_key_values=prompt.past_key_values)
+                alone = model(ids[:1, :40])
+            logits[name] = (prompt.logits, step.logits, alone.logits)
+    finally:
+        model.set_attn_implementation("grouped_sdpa")
+    for ours, theirs in zip(logits["grouped_sdpa"], logits["sdpa"]):
+        assert torch.equal(ours, theirs)
