@@ -106,5 +106,6 @@ def main() -> None:
     again = one_run(urls, not runs[0]["affinity"], runs[0]["seed"], args, extra)
     print("scores of the first run's seed identical with affinity on and off:", again["scores"] == runs[0]["scores"])
 
+
 if __name__ == "__main__":
     main()
