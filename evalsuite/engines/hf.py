@@ -574,9 +574,11 @@ def _grouped_sdpa(module: Any, query: Any, key: Any, value: Any, attention_mask:
             or kwargs.get("cache") is not None or kwargs.get("output_attentions")
             or (attention_mask is None and 1 < q_length != kv_length)):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, is_causal, **kwargs)
-    causal = q_length > 1 and attention_mask is None and (is_causal if is_causal is not None else getattr(module, "is_causal", True))
-    out = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=dropout,
-                                                           scale=scaling, is_causal=causal, enable_gqa=True)
+    if is_causal is None:
+        is_causal = getattr(module, "is_causal", True)
+    out = torch.nn.functional.scaled_dot_product_attention(
+        query, key, value, attn_mask=attention_mask, dropout_p=dropout, scale=scaling,
+        is_causal=is_causal and q_length > 1 and attention_mask is None, enable_gqa=True)
     return out.transpose(1, 2).contiguous(), None
 
 
