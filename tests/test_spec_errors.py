@@ -340,6 +340,13 @@ def test_missing_task_folder(tmp_path):
         find_tasks([tmp_path / "nowhere"], [])
 
 
+def test_task_folder_that_is_a_file(tmp_path):
+    task_file = tmp_path / "mytask.yaml"
+    task_file.write_text("name: mytask\n")
+    with pytest.raises(SpecError, match="mytask.yaml: is a file, not a task folder"):
+        find_tasks([task_file], [])
+
+
 def test_unknown_task_in_selection():
     catalog = api.load_tasks()
     with pytest.raises(SpecError) as info:

@@ -572,6 +572,8 @@ def find_tasks(task_dirs: list[Path], prompt_dirs: list[Path]) -> TaskCatalog:
     tasks: dict[str, TaskSpec] = {}
     broken: list[BrokenTask] = []
     for directory in task_dirs:
+        if Path(directory).is_file():
+            raise SpecError(f"{directory}: is a file, not a task folder; pass the folder that holds task YAML files")
         if not Path(directory).is_dir():
             raise SpecError(f"{directory}: task folder does not exist")
         found: dict[str, list[TaskSpec | BrokenTask]] = {}
