@@ -1000,7 +1000,7 @@ def _reliability_plot(title: str, confidence: np.ndarray, correct: np.ndarray) -
     ax.legend(loc="upper left", frameon=False, fontsize=7.5)
     return _png(fig, f"Reliability diagram of {title}",
                 f"{title}: the answers of its tasks with choice probabilities pooled, in {CALIBRATION_BINS} "
-                "equal-width confidence bins; the number above a bar counts its documents.")
+                "equal-width confidence bins; the number above a bar counts its answers.")
 
 
 def _calibration(r: _Report) -> str:
@@ -1041,7 +1041,7 @@ def _calibration(r: _Report) -> str:
             "log-probabilities; confidence is the top choice's probability.</p>" + "".join(parts) +
             f'<p class="note">ECE: expected calibration error, Σ_b (n_b / n)·|accuracy_b − confidence_b| over '
             f"{CALIBRATION_BINS} equal-width confidence bins (b/{CALIBRATION_BINS}, (b+1)/{CALIBRATION_BINS}] (the "
-            "first bin also 0), 0 = calibrated. Brier: mean over documents of Σ_k (p_k − 1[k = gold])², in [0, 2], "
+            "first bin also 0), 0 = calibrated. Brier: mean over answers of Σ_k (p_k − 1[k = gold])², in [0, 2], "
             "lower is better. Intervals: the runs' 95% bootstrap intervals (over clusters where a task has a cluster "
             "field); hover a cell for the exact definition. A diagram pools the answers of the row's tasks (one per "
             "document and few-shot draw), so a task with more answers weighs more; bars below the diagonal mean "
